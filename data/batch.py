@@ -1,0 +1,50 @@
+"""The batch types that cross from data/ into the towers: the only thing towers/ knows of data/."""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+
+import torch
+from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
+
+USER_ID = "user_id"
+HISTORY = "history"
+ITEM_ID = "item_id"
+CATEGORY = "category"
+
+
+@dataclass
+class UserBatch:
+    """User features as one KeyedJaggedTensor: `user_id`, one key per attribute, and the `history` bag."""
+
+    features: KeyedJaggedTensor
+
+    def to(self, device: torch.device) -> "UserBatch":
+        return UserBatch(self.features.to(device))
+
+    def __len__(self) -> int:
+        return self.features.stride()
+
+
+@dataclass
+class ItemBatch:
+    """Item content for B items. Any modality may be absent (None) or masked per item (has_*)."""
+
+    ids: KeyedJaggedTensor  # `item_id` and `category`, one value per item (0 = unknown)
+    input_ids: torch.Tensor | None = None  # (B, L) token ids
+    attention_mask: torch.Tensor | None = None  # (B, L)
+    pixels: torch.Tensor | None = None  # (B, 3, S, S) uint8
+    has_text: torch.Tensor | None = None  # (B,) bool
+    has_image: torch.Tensor | None = None  # (B,) bool
+    text_features: torch.Tensor | None = None  # (B, D) cached outputs of a frozen text backbone
+    image_features: torch.Tensor | None = None  # (B, D) cached outputs of a frozen image backbone
+
+    def to(self, device: torch.device) -> "ItemBatch":
+        moved = {
+            f.name: getattr(self, f.name).to(device)
+            for f in fields(self)
+            if getattr(self, f.name) is not None
+        }
+        return replace(self, **moved)
+
+    def __len__(self) -> int:
+        return self.ids.stride()

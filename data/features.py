@@ -1,0 +1,128 @@
+"""User features from the event log: user id, attributes and a history bag of strictly earlier items.
+
+Every history is a contiguous slice of the log sorted by (user, time), found with one vectorised
+binary search, so building a batch costs O(batch) and no event at or after the prediction time can
+leak into the features, in training as in evaluation.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+import torch
+from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
+
+from tandemrec.data.batch import HISTORY, USER_ID, UserBatch
+from tandemrec.data.errors import DataError
+from tandemrec.data.vocab import Vocabulary
+
+
+def to_micros(timestamps: pl.Series) -> np.ndarray:
+    return timestamps.dt.epoch("us").to_numpy().astype(np.int64)
+
+
+@dataclass
+class EventLog:
+    """Encoded events sorted by (user, time, item)."""
+
+    user: np.ndarray  # int64 user index
+    item: np.ndarray  # int64 item index
+    time: np.ndarray  # int64 microseconds since epoch
+
+    @classmethod
+    def from_frame(cls, events: pl.DataFrame, users: Vocabulary, items: Vocabulary) -> "EventLog":
+        user = users.encode(events["user_id"])
+        item = items.encode(events["item_id"])
+        time = to_micros(events["timestamp"])
+        order = np.lexsort((item, time, user))
+        return cls(user[order], item[order], time[order])
+
+    def __post_init__(self) -> None:
+        self._times = np.unique(self.time)
+        self._stride = np.int64(len(self._times) + 1)
+        self._keys = self.user * self._stride + np.searchsorted(self._times, self.time)
+
+    def __len__(self) -> int:
+        return int(self.user.shape[0])
+
+    def before(self, users: np.ndarray, times: np.ndarray | None, limit: int) -> tuple[np.ndarray, np.ndarray]:
+        """[lo, hi) log slices: each user's last `limit` events strictly before its time (None: all)."""
+        users = np.asarray(users, dtype=np.int64)
+        rank = (
+            np.full(users.shape, len(self._times), dtype=np.int64)
+            if times is None
+            else np.searchsorted(self._times, np.asarray(times, dtype=np.int64), side="left")
+        )
+        hi = np.searchsorted(self._keys, users * self._stride + rank, side="left")
+        first = np.searchsorted(self._keys, users * self._stride, side="left")
+        return np.maximum(first, hi - limit), hi
+
+    def items_before(self, users: np.ndarray, times: np.ndarray | None) -> list[np.ndarray]:
+        """All items each user had events with before its time (e.g. to exclude seen items)."""
+        lo, hi = self.before(users, times, limit=len(self))
+        return [self.item[a:b] for a, b in zip(lo, hi)]
+
+
+def gather_slices(values: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Concatenate values[lo[i]:hi[i]] for all i without a Python loop; returns (values, lengths)."""
+    lengths = (hi - lo).astype(np.int64)
+    starts = np.cumsum(lengths) - lengths
+    positions = np.arange(lengths.sum()) - np.repeat(starts, lengths) + np.repeat(lo, lengths)
+    return values[positions], lengths
+
+
+class UserFeatures:
+    """Builds UserBatch KeyedJaggedTensors for users at given times (training) or now (serving)."""
+
+    def __init__(
+        self,
+        log: EventLog,
+        attributes: np.ndarray,
+        attribute_names: Sequence[str],
+        history_len: int,
+    ) -> None:
+        if attributes.ndim != 2 or attributes.shape[1] != len(attribute_names):
+            raise DataError(
+                f"user attributes: expected a (n_users, {len(attribute_names)}) index matrix, "
+                f"got shape {attributes.shape}"
+            )
+        self.log = log
+        self.attributes = attributes.astype(np.int64)
+        self.attribute_names = list(attribute_names)
+        self.history_len = history_len
+
+    @property
+    def keys(self) -> list[str]:
+        return [USER_ID, *self.attribute_names, HISTORY]
+
+    def batch(self, users: np.ndarray, times: np.ndarray | None = None) -> UserBatch:
+        """Features of `users` as they were just before `times` (None: after every logged event)."""
+        lo, hi = self.log.before(users, times, self.history_len)
+        history, lengths = gather_slices(self.log.item, lo, hi)
+        return self._assemble(np.asarray(users, dtype=np.int64), self.attributes[users], history, lengths)
+
+    def batch_from(
+        self, users: np.ndarray, histories: Sequence[np.ndarray], attributes: np.ndarray | None = None
+    ) -> UserBatch:
+        """Features given at call time: histories (item indices, oldest first) and optional attributes."""
+        users = np.asarray(users, dtype=np.int64)
+        attrs = self.attributes[users] if attributes is None else np.asarray(attributes, dtype=np.int64)
+        tails = [np.asarray(h, dtype=np.int64)[-self.history_len:] for h in histories]
+        lengths = np.array([len(t) for t in tails], dtype=np.int64)
+        history = np.concatenate(tails) if tails else np.zeros(0, dtype=np.int64)
+        return self._assemble(users, attrs, history, lengths)
+
+    def _assemble(
+        self, users: np.ndarray, attrs: np.ndarray, history: np.ndarray, lengths: np.ndarray
+    ) -> UserBatch:
+        n = users.shape[0]
+        values = np.concatenate([users, attrs.T.reshape(-1), history])
+        all_lengths = np.concatenate([np.ones(n * (1 + attrs.shape[1]), dtype=np.int64), lengths])
+        kjt = KeyedJaggedTensor.from_lengths_sync(
+            keys=self.keys,
+            values=torch.from_numpy(values),
+            lengths=torch.from_numpy(all_lengths).to(torch.int32),
+        )
+        return UserBatch(kjt)

@@ -1,0 +1,311 @@
+"""Readers for the MovieLens families (100K; 1M/10M `.dat`; ml-latest, 20M, 25M, 32M `.csv`).
+
+MovieLens is the public benchmark most recommender work is compared on, and its posters make it
+multimodal. Every rating becomes an event "rating" with the rating as value; the event mapping of a
+shop (views, purchases) is left to configuration. Ratings files run to tens of millions of lines, so they
+are parsed by polars; the small movie and user files by Python, which knows each line number.
+"""
+
+from __future__ import annotations
+
+import bisect
+import csv
+import io
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import polars as pl
+
+from tandemrec.data.dataset import TIMESTAMP, Dataset
+from tandemrec.data.errors import DataError
+
+GENRES_100K = (
+    "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary", "Drama",
+    "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller", "War", "Western",
+)
+# The occupation codes of the 1M users.dat (its README).
+OCCUPATIONS_1M = (
+    "other", "academic/educator", "artist", "clerical/admin", "college/grad student", "customer service",
+    "doctor/health care", "executive/managerial", "farmer", "homemaker", "K-12 student", "lawyer",
+    "programmer", "retired", "sales/marketing", "scientist", "self-employed", "technician/engineer",
+    "tradesman/craftsman", "unemployed", "writer",
+)
+# The 1M age bands by lowest age; 1M stores that lowest age as the code, so one bucketing serves both.
+AGE_BANDS = (
+    (0, "<18"), (18, "18-24"), (25, "25-34"), (35, "35-44"), (45, "45-49"), (50, "50-55"), (56, "56+"),
+)
+_NO_GENRES = "(no genres listed)"
+_RELEASE_YEAR = re.compile(r"\d{1,2}-[A-Za-z]{3}-(\d{4})$")
+_LINE = "__line"
+
+
+def read_movielens(path: str | Path, posters: str | Path | None = None) -> Dataset:
+    """Read a MovieLens folder into the canonical tables, detecting the family from its files.
+
+    `posters` is a folder of `<movie id>.jpg`; by default `path/posters` when it exists. The rows are
+    not validated here: `validate` counts what it refuses.
+    """
+    folder = Path(path)
+    if not folder.is_dir():
+        raise DataError(f"{folder}: no such folder, expected a MovieLens folder")
+    if (folder / "u.data").is_file():
+        interactions = _read_ratings(folder / "u.data", "\t", ("user id", "item id", "rating", "timestamp"))
+        items = _read_u_item(folder)
+        users = _read_u_user(folder / "u.user") if (folder / "u.user").is_file() else None
+    elif (folder / "ratings.csv").is_file():
+        header = ("userId", "movieId", "rating", "timestamp")
+        interactions = _read_ratings(folder / "ratings.csv", ",", header, has_header=True)
+        items = _read_movies_csv(folder / "movies.csv")
+        users = None
+    elif (folder / "ratings.dat").is_file():
+        names = ("UserID", "MovieID", "Rating", "Timestamp")
+        interactions = _read_ratings(folder / "ratings.dat", "::", names)
+        items = _read_movies_dat(folder / "movies.dat")
+        users = _read_users_dat(folder / "users.dat") if (folder / "users.dat").is_file() else None
+    else:
+        raise DataError(
+            f"{folder}: no MovieLens ratings found; looked for u.data (100K), "
+            "ratings.csv (ml-latest, 20M, 25M, 32M) and ratings.dat (1M, 10M)"
+        )
+    root = folder.resolve()
+    items = items.with_columns(image=_poster_paths(items["item_id"], posters, root))
+    return Dataset(interactions=interactions, items=items, users=users, root=root, name=root.name)
+
+
+def _bad_line(file: Path, line: int, problem: str, column: str | None = None) -> DataError:
+    return DataError.at(str(file), problem, row=line, column=column, row_label="line")
+
+
+def _read_ratings(
+    file: Path, separator: str, names: tuple[str, str, str, str], has_header: bool = False
+) -> pl.DataFrame:
+    """(user, item, rating, unix seconds) lines -> canonical interactions; a bad line is a DataError."""
+    fields = _scan_fields(file, separator, names, has_header)
+    kinds = dict(zip(names, (pl.Int64, pl.Int64, pl.Float64, pl.Int64)))
+    parsed = fields.with_columns(
+        pl.col(name).str.strip_chars().cast(kind, strict=False) for name, kind in kinds.items()
+    )
+    bad = parsed.filter(pl.any_horizontal(pl.col(name).is_null() for name in names))
+    if not bad.is_empty():
+        line = bad[_LINE][0]
+        given = fields.filter(pl.col(_LINE) == line).row(0, named=True)
+        column = next(name for name in names if bad[name][0] is None)
+        expected = "an integer" if kinds[column] == pl.Int64 else "a number"
+        problem = "missing field" if given[column] is None else f"expected {expected}, got {given[column]!r}"
+        raise _bad_line(file, line, problem, column)
+    user, item, rating, seconds = names
+    return parsed.select(
+        pl.col(user).cast(pl.String).alias("user_id"),
+        pl.col(item).cast(pl.String).alias("item_id"),
+        pl.from_epoch(seconds, time_unit="s").dt.replace_time_zone("UTC").cast(TIMESTAMP).alias("timestamp"),
+        pl.lit("rating").alias("event"),
+        pl.col(rating).alias("value"),
+    )
+
+
+def _scan_fields(file: Path, separator: str, names: tuple[str, ...], has_header: bool) -> pl.DataFrame:
+    """The raw String fields of every non-blank line, with its line number in `__line`."""
+    first_line = 2 if has_header else 1
+    if has_header:
+        _check_header(file, separator, names)
+    # polars takes one-byte separators: "::" is read as ":", leaving an empty field between each pair.
+    step = 2 if separator == "::" else 1
+    width = step * (len(names) - 1) + 1
+    try:
+        raw = pl.read_csv(
+            file,
+            separator=separator[0],
+            has_header=False,
+            skip_lines=first_line - 1,
+            schema={f"f{k}": pl.String for k in range(width)},
+            quote_char=None,
+            encoding="utf8-lossy",
+        )
+    except pl.exceptions.ComputeError as error:
+        located = _ragged_line(file, separator, len(names), first_line)
+        raise located or DataError(f"{file}: unreadable ({error})") from error
+    # polars keeps blank lines as all-null rows, so row k is line first_line + k.
+    raw = raw.with_row_index(_LINE, offset=first_line)
+    gaps = [pl.col(f"f{k}") for k in range(1, width, step)] if step == 2 else []
+    if gaps:
+        stray = raw.filter(pl.any_horizontal(gap.is_not_null() for gap in gaps))
+        if not stray.is_empty():
+            raise _bad_line(file, stray[_LINE][0], f"expected {len(names)} fields separated by '::'")
+    fields = raw.select(pl.col(_LINE), *(pl.col(f"f{step * k}").alias(name) for k, name in enumerate(names)))
+    return fields.filter(pl.any_horizontal(pl.col(name).is_not_null() for name in names))
+
+
+def _check_header(file: Path, separator: str, names: tuple[str, ...]) -> None:
+    with open(file, encoding="utf-8", errors="replace") as handle:
+        header = handle.readline().rstrip("\r\n")
+    if tuple(header.split(separator)) != names:
+        raise _bad_line(file, 1, f"header {header!r}, expected {separator.join(names)!r}")
+
+
+def _ragged_line(file: Path, separator: str, n_fields: int, first_line: int) -> DataError | None:
+    """Locate the line polars refused for having too many fields; runs only on that error path."""
+    with open(file, encoding="utf-8", errors="replace") as handle:
+        for number, line in enumerate(handle, start=1):
+            count = len(line.rstrip("\r\n").split(separator))
+            if number >= first_line and line.strip() and count != n_fields:
+                return _bad_line(file, number, f"{count} fields, expected {n_fields}")
+    return None
+
+
+def _decode(file: Path) -> str:
+    """The file's text, as UTF-8 or else Latin-1 (the older MovieLens files)."""
+    if not file.is_file():
+        raise DataError(f"{file}: missing, expected it next to the ratings file")
+    data = file.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data.decode("latin-1")
+
+
+def _records(file: Path, separator: str, names: tuple[str, ...]) -> Iterator[tuple[int, dict[str, str]]]:
+    """Numbered records of the non-blank lines, each checked for its number of fields."""
+    # Not splitlines(): Latin-1 text may hold \x85 or \x1c, which it would take for line breaks.
+    for number, line in enumerate(_decode(file).split("\n"), start=1):
+        line = line.rstrip("\r")
+        if not line.strip():
+            continue
+        fields = line.split(separator)
+        if len(fields) != len(names):
+            raise _bad_line(file, number, f"{len(fields)} fields, expected {len(names)}")
+        yield number, dict(zip(names, fields))
+
+
+def _integer(file: Path, line: int, column: str, value: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise _bad_line(file, line, f"expected an integer, got {value!r}", column) from None
+
+
+def _items_frame(rows: list[tuple[str, str, list[str], str | None]]) -> pl.DataFrame:
+    """(id, title, genres, release year) rows -> items: the text tells title, genres and year; the
+    category is the first genre."""
+
+    def text(title: str, genres: list[str], year: str | None) -> str:
+        described = f"{title}. Genres: {', '.join(genres)}." if genres else f"{title}."
+        return f"{described} Released {year}." if year else described
+
+    return pl.DataFrame(
+        {
+            "item_id": [row[0] for row in rows],
+            "title": [row[1] for row in rows],
+            "text": [text(*row[1:]) for row in rows],
+            "category": [row[2][0] if row[2] else None for row in rows],
+        },
+        schema={"item_id": pl.String, "title": pl.String, "text": pl.String, "category": pl.String},
+    )
+
+
+def _read_u_item(folder: Path) -> pl.DataFrame:
+    genres = _read_u_genre(folder / "u.genre") if (folder / "u.genre").is_file() else GENRES_100K
+    file = folder / "u.item"
+    names = ("movie id", "movie title", "release date", "video release date", "IMDb URL", *genres)
+    rows = []
+    for number, record in _records(file, "|", names):
+        flags = {genre: record[genre] for genre in genres}
+        odd = next((genre for genre, flag in flags.items() if flag not in ("0", "1")), None)
+        if odd is not None:
+            raise _bad_line(file, number, f"expected 0 or 1, got {flags[odd]!r}", odd)
+        year = _RELEASE_YEAR.match(record["release date"])
+        rows.append(
+            (
+                str(_integer(file, number, "movie id", record["movie id"])),
+                record["movie title"],
+                [genre for genre, flag in flags.items() if flag == "1"],
+                year.group(1) if year else None,
+            )
+        )
+    return _items_frame(rows)
+
+
+def _read_u_genre(file: Path) -> tuple[str, ...]:
+    indexed = [
+        (_integer(file, number, "index", record["index"]), record["genre"])
+        for number, record in _records(file, "|", ("genre", "index"))
+    ]
+    return tuple(genre for _, genre in sorted(indexed))
+
+
+def _read_movies_csv(file: Path) -> pl.DataFrame:
+    names = ("movieId", "title", "genres")
+    # StringIO splits lines on "\n" only, so reader.line_num is the line number in the file.
+    reader = csv.reader(io.StringIO(_decode(file)))
+    rows = []
+    for record in reader:
+        if reader.line_num == 1:
+            if tuple(record) != names:
+                raise _bad_line(file, 1, f"header {','.join(record)!r}, expected {','.join(names)!r}")
+            continue
+        if not record:
+            continue
+        if len(record) != len(names):
+            raise _bad_line(file, reader.line_num, f"{len(record)} fields, expected {len(names)}")
+        movie_id = str(_integer(file, reader.line_num, "movieId", record[0]))
+        rows.append((movie_id, record[1], _split_genres(record[2]), None))
+    return _items_frame(rows)
+
+
+def _read_movies_dat(file: Path) -> pl.DataFrame:
+    rows = []
+    for number, record in _records(file, "::", ("MovieID", "Title", "Genres")):
+        movie_id = str(_integer(file, number, "MovieID", record["MovieID"]))
+        rows.append((movie_id, record["Title"], _split_genres(record["Genres"]), None))
+    return _items_frame(rows)
+
+
+def _split_genres(genres: str) -> list[str]:
+    return [] if genres in ("", _NO_GENRES) else genres.split("|")
+
+
+def _age_band(age: int) -> str:
+    band = bisect.bisect_right([lowest for lowest, _ in AGE_BANDS], age) - 1
+    return AGE_BANDS[max(band, 0)][1]
+
+
+def _users_frame(rows: list[tuple[str, str, str, str, str | None]]) -> pl.DataFrame:
+    columns = ("user_id", "age_band", "gender", "occupation", "zip_prefix")
+    return pl.DataFrame(
+        {column: [row[k] for row in rows] for k, column in enumerate(columns)},
+        schema={column: pl.String for column in columns},
+    )
+
+
+def _read_u_user(file: Path) -> pl.DataFrame:
+    rows = []
+    for number, record in _records(file, "|", ("user id", "age", "gender", "occupation", "zip code")):
+        user_id = str(_integer(file, number, "user id", record["user id"]))
+        age = _age_band(_integer(file, number, "age", record["age"]))
+        rows.append((user_id, age, record["gender"], record["occupation"], record["zip code"][:1] or None))
+    return _users_frame(rows)
+
+
+def _read_users_dat(file: Path) -> pl.DataFrame:
+    rows = []
+    for number, record in _records(file, "::", ("UserID", "Gender", "Age", "Occupation", "Zip-code")):
+        user_id = str(_integer(file, number, "UserID", record["UserID"]))
+        age = _age_band(_integer(file, number, "Age", record["Age"]))
+        code = _integer(file, number, "Occupation", record["Occupation"])
+        if not 0 <= code < len(OCCUPATIONS_1M):
+            expected = f"expected a code in 0..{len(OCCUPATIONS_1M) - 1}"
+            raise _bad_line(file, number, f"{expected}, got {code}", "Occupation")
+        rows.append((user_id, age, record["Gender"], OCCUPATIONS_1M[code], record["Zip-code"][:1] or None))
+    return _users_frame(rows)
+
+
+def _poster_paths(item_ids: pl.Series, posters: str | Path | None, root: Path) -> pl.Series:
+    """`image` values: the poster path, relative to root when it lies inside, else absolute; null if none."""
+    folder = root / "posters" if posters is None else Path(posters).resolve()
+    if posters is not None and not folder.is_dir():
+        raise DataError(f"{folder}: no such posters folder, expected a folder of <movie id>.jpg")
+    present = set(os.listdir(folder)) if folder.is_dir() else set()
+    prefix = folder.relative_to(root).as_posix() if folder.is_relative_to(root) else folder.as_posix()
+    paths = [f"{prefix}/{item_id}.jpg" if f"{item_id}.jpg" in present else None for item_id in item_ids]
+    return pl.Series("image", paths, dtype=pl.String)

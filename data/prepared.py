@@ -1,0 +1,77 @@
+"""A dataset turned into what training and evaluation consume: split, vocabularies, log, examples."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+
+from tandemrec.data.content import ItemContent, Tokenize, build_item_content
+from tandemrec.data.dataset import Dataset
+from tandemrec.data.examples import EvalQueries, Examples, eval_queries, examples_from
+from tandemrec.data.features import EventLog, UserFeatures
+from tandemrec.data.split import Split, temporal_split
+from tandemrec.data.vocabularies import Vocabularies
+
+
+@dataclass
+class SplitConfig:
+    valid_last: int = 1
+    test_last: int = 1
+    min_train: int = 1
+
+
+@dataclass
+class PreparedData:
+    dataset: Dataset
+    split: Split
+    vocabs: Vocabularies
+    log: EventLog  # every event of every part: features look strictly before their time
+    features: UserFeatures
+    train: Examples
+    valid: EvalQueries
+    test: EvalQueries
+
+    def item_frequencies(self) -> np.ndarray:
+        """Training-event count of each item index (index 0 included, always 0)."""
+        return np.bincount(self.train.items, minlength=len(self.vocabs.items)).astype(np.float64)
+
+    def catalogue(self) -> pl.DataFrame:
+        """The items table in vocabulary order: row r is item index r + 1."""
+        order = pl.DataFrame({"item_id": self.vocabs.items.ids[1:]})
+        return order.join(self.dataset.items, on="item_id", how="left", maintain_order="left")
+
+    def content(self, tokenize: Tokenize | None, max_length: int, image_size: int | None, progress: bool = False) -> ItemContent:
+        catalogue = self.catalogue()
+        category = (
+            catalogue["category"].fill_null("") if "category" in catalogue.columns else pl.Series([""] * catalogue.height)
+        )
+        return build_item_content(
+            catalogue,
+            self.vocabs.items.encode(catalogue["item_id"]),
+            self.vocabs.categories.encode(category, unknown="zero"),
+            self.dataset.root,
+            tokenize,
+            max_length,
+            image_size,
+            progress,
+        )
+
+
+def prepare(dataset: Dataset, split_config: SplitConfig, history_len: int) -> PreparedData:
+    split = temporal_split(dataset.interactions, split_config.valid_last, split_config.test_last, split_config.min_train)
+    vocabs = Vocabularies.build(dataset)
+    log = EventLog.from_frame(dataset.interactions, vocabs.users, vocabs.items)
+    features = UserFeatures(
+        log, vocabs.user_attribute_matrix(dataset.users), sorted(vocabs.attributes), history_len
+    )
+    return PreparedData(
+        dataset=dataset,
+        split=split,
+        vocabs=vocabs,
+        log=log,
+        features=features,
+        train=examples_from(split.train, vocabs.users, vocabs.items),
+        valid=eval_queries(split.valid, vocabs.users, vocabs.items),
+        test=eval_queries(split.test, vocabs.users, vocabs.items),
+    )

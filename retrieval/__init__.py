@@ -1,0 +1,1 @@
+"""Retrieval: item index, offline ranking metrics and the Retriever API over a run folder."""

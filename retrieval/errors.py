@@ -1,0 +1,8 @@
+"""The one error type of retrieval, so that callers can tell bad input from a bug."""
+
+
+class RetrievalError(ValueError):
+    """Bad input to retrieval: k <= 0, unknown ids, a dimension mismatch, a corrupt index file...
+
+    Messages name the argument or file and what was expected.
+    """

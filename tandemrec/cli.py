@@ -1,0 +1,204 @@
+"""The `tandemrec` command line: one verb per job, each saying what it reads and writes."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from tandemrec.config import load_config
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("tandemrec").setLevel(logging.INFO)
+    if not hasattr(args, "handler"):
+        parser.print_help()
+        return 2
+    try:
+        return args.handler(args) or 0
+    except (ValueError, FileNotFoundError, KeyError, RuntimeError) as err:
+        print(f"tandemrec {args.verb}: error: {err}", file=sys.stderr)
+        return 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tandemrec", description=__doc__)
+    verbs = parser.add_subparsers(dest="verb", metavar="VERB")
+
+    demo = verbs.add_parser(
+        "demo",
+        help="the whole path on an embedded default: data, train, export, index, evaluate, recommend",
+        description="Reads: the embedded demo config (or --data movielens PATH). Writes: a complete run folder "
+        "at --run (config.json, vocab/, dataset/, model/, embeddings/, index/, train_metrics.jsonl, "
+        "metrics.json, plots/). Prints a metrics table (tandemrec vs popularity) and example recommendations.",
+    )
+    demo.add_argument("--data", nargs=2, metavar=("SOURCE", "PATH"), help="e.g. movielens ../shared/datasets/movielens-100k")
+    demo.add_argument("--run", default="runs/demo", help="run folder to write (default: runs/demo)")
+    _add_overrides(demo)
+    demo.set_defaults(handler=_demo)
+
+    train = verbs.add_parser(
+        "train",
+        help="train a model from a TOML config",
+        description="Reads: CONFIG (TOML) and the data it names. Writes into --run: config.json, vocab/, dataset/, "
+        "model/ (safetensors + config, the best epoch by validation recall), train_metrics.jsonl.",
+    )
+    train.add_argument("config", help="TOML config file")
+    train.add_argument("--run", required=True, help="run folder to write")
+    _add_overrides(train)
+    train.set_defaults(handler=_train)
+
+    index = verbs.add_parser(
+        "index",
+        help="export item/user embeddings and build the FAISS index of a trained run",
+        description="Reads: RUN/model, RUN/dataset, RUN/vocab. Writes: RUN/embeddings/ (items.parquet, users.parquet, "
+        "manifest.json) and RUN/index/ (index.faiss, ids.json, manifest.json).",
+    )
+    index.add_argument("run_dir", metavar="RUN")
+    index.set_defaults(handler=_index)
+
+    evaluate = verbs.add_parser(
+        "evaluate",
+        help="test-split metrics of a run next to popularity",
+        description="Reads: an indexed RUN. Writes: RUN/metrics.json and RUN/plots/metrics.png.",
+    )
+    evaluate.add_argument("run_dir", metavar="RUN")
+    evaluate.set_defaults(handler=_evaluate)
+
+    recommend = verbs.add_parser(
+        "recommend", help="top-k items for a user", description="Reads: an indexed RUN. Writes nothing; prints a table."
+    )
+    recommend.add_argument("run_dir", metavar="RUN")
+    recommend.add_argument("user", metavar="USER")
+    recommend.add_argument("-k", type=int, default=10)
+    recommend.add_argument("--include-seen", action="store_true", help="also return items the user already had")
+    recommend.set_defaults(handler=_recommend)
+
+    similar = verbs.add_parser(
+        "similar", help="items nearest to an item", description="Reads: an indexed RUN. Writes nothing; prints a table."
+    )
+    similar.add_argument("run_dir", metavar="RUN")
+    similar.add_argument("item", metavar="ITEM")
+    similar.add_argument("-k", type=int, default=10)
+    similar.set_defaults(handler=_similar)
+
+    data = verbs.add_parser("data", help="make, import and validate datasets").add_subparsers(dest="data_verb", metavar="ACTION")
+    synth = data.add_parser(
+        "synth", help="generate the synthetic shop", description="Writes: a dataset folder DEST (Parquet tables, images/, truth.parquet)."
+    )
+    synth.add_argument("dest", metavar="DEST")
+    synth.add_argument("--users", type=int, default=2000)
+    synth.add_argument("--items", type=int, default=1000)
+    synth.add_argument("--seed", type=int, default=0)
+    synth.set_defaults(handler=_synth)
+    imp = data.add_parser(
+        "import",
+        help="read a public format into a dataset folder",
+        description="Reads: SRC in FORMAT (movielens: the 100K u.* files, 1M/10M .dat, or ratings.csv/movies.csv). "
+        "Writes: a validated dataset folder DEST and DEST/report.json (refused rows by reason).",
+    )
+    imp.add_argument("format", choices=["movielens"])
+    imp.add_argument("src", metavar="SRC")
+    imp.add_argument("dest", metavar="DEST")
+    imp.add_argument("--strict", action="store_true", help="fail on the first refused row")
+    imp.set_defaults(handler=_import)
+    check = data.add_parser(
+        "validate", help="check a dataset folder", description="Reads: a dataset folder. Writes nothing; prints the report."
+    )
+    check.add_argument("path")
+    check.add_argument("--strict", action="store_true")
+    check.set_defaults(handler=_validate)
+    return parser
+
+
+def _add_overrides(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        help="override a config key, e.g. --set train.epochs=3 (repeatable)",
+    )
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from tandemrec.demo import run_demo
+
+    overrides = list(args.overrides)
+    if args.data:
+        source, path = args.data
+        overrides += [f'data.source="{source}"', f'data.path="{Path(path).resolve()}"']
+    run_demo(load_config(None, overrides), Path(args.run))
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from tandemrec.jobs import train
+
+    result = train(load_config(args.config, args.overrides), Path(args.run))
+    print(f"best epoch {result.best_epoch}: validation recall {result.best_recall:.4f} ({result.seconds:.0f} s)")
+    return 0
+
+
+def _index(args: argparse.Namespace) -> int:
+    from tandemrec.jobs import build_index
+
+    index = build_index(args.run_dir)
+    print(f"indexed {len(index)} items (dim {index.dim}) in {Path(args.run_dir) / 'index'}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from tandemrec.demo import metrics_table
+    from tandemrec.jobs import evaluate_run
+
+    print(metrics_table(evaluate_run(args.run_dir)))
+    return 0
+
+
+def _recommend(args: argparse.Namespace) -> int:
+    from tandemrec.retrieval.retriever import Retriever
+
+    retriever = Retriever.load(args.run_dir)
+    print(retriever.recommend(args.user, args.k, exclude_seen=not args.include_seen).to_frame())
+    return 0
+
+
+def _similar(args: argparse.Namespace) -> int:
+    from tandemrec.retrieval.retriever import Retriever
+
+    print(Retriever.load(args.run_dir).similar_items(args.item, args.k).to_frame())
+    return 0
+
+
+def _synth(args: argparse.Namespace) -> int:
+    from tandemrec.data.synthetic import SyntheticShopConfig, make_synthetic_shop
+
+    dataset = make_synthetic_shop(args.dest, SyntheticShopConfig(n_users=args.users, n_items=args.items, seed=args.seed))
+    print(f"wrote {dataset.interactions.height} interactions, {dataset.items.height} items to {args.dest}")
+    return 0
+
+
+def _import(args: argparse.Namespace) -> int:
+    from tandemrec.data.atomic import atomic_write_json
+    from tandemrec.data.movielens import read_movielens
+    from tandemrec.data.validate import validate
+
+    dataset, report = validate(read_movielens(args.src), strict=args.strict)
+    dest = dataset.save(args.dest)
+    atomic_write_json(Path(dest) / "report.json", report.to_dict())
+    print(report.summary())
+    return 0
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from tandemrec.data.dataset import Dataset
+    from tandemrec.data.validate import validate
+
+    _, report = validate(Dataset.load(args.path), strict=args.strict)
+    print(report.summary())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

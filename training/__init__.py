@@ -1,0 +1,1 @@
+"""Training: losses, the trainer, distributed set-up and checkpoints."""

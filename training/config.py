@@ -1,0 +1,20 @@
+"""Training settings."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 8
+    batch_size: int = 512
+    lr: float = 2e-3  # AdamW: projections, fusion, MLPs, temperature
+    backbone_lr: float = 1e-4  # AdamW: trainable encoder blocks
+    embedding_lr: float = 0.05  # TorchRec fused row-wise Adagrad on the embedding tables
+    weight_decay: float = 0.01
+    logq: bool = True
+    eval_k: int = 10
+    patience: int = 3  # epochs without a better validation recall before stopping
+    seed: int = 0
+    device: str = "auto"  # auto: cuda when present, else cpu
+    encode_batch_size: int = 256

@@ -1,0 +1,29 @@
+"""Full-ranking Recall@K during training: every catalogue item scored, seen items excluded."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+
+def recall_at_k(
+    user_vectors: torch.Tensor,
+    item_vectors: torch.Tensor,
+    targets: Sequence[np.ndarray],
+    seen: Sequence[np.ndarray],
+    k: int,
+    chunk: int = 1024,
+) -> float:
+    """item_vectors row r is item index r + 1 (index 0, the unknown item, is never ranked)."""
+    if len(targets) == 0:
+        return float("nan")
+    recalls = []
+    for start in range(0, len(targets), chunk):
+        scores = user_vectors[start : start + chunk] @ item_vectors.T
+        for row, items in enumerate(seen[start : start + chunk]):
+            scores[row, torch.as_tensor(items - 1)] = float("-inf")
+        top = scores.topk(min(k, scores.shape[1]), dim=1).indices.numpy() + 1
+        for row, wanted in enumerate(targets[start : start + chunk]):
+            recalls.append(np.isin(wanted, top[row]).sum() / len(wanted))
+    return float(np.mean(recalls))
