@@ -17,7 +17,11 @@ def metrics_table(metrics: dict) -> str:
         ours, pop = metrics["tandemrec"][name], metrics["popularity"][name]
         ratio = f"{ours / pop:.1f}x" if pop > 0 else "-"
         lines.append(f"{name:<14}{ours:>11.4f}{pop:>12.4f}{ratio:>8}")
-    lines.append(f"({metrics['test_users']} test users, full ranking over the catalogue, seen items excluded)")
+    users = metrics["users"]
+    lines.append(
+        f"({users['evaluated']} test users, full ranking over the catalogue, seen items excluded; "
+        f"{users['skipped_all_targets_seen']} users whose test items were all seen before are skipped)"
+    )
     return "\n".join(lines)
 
 

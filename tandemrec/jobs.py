@@ -140,7 +140,6 @@ def evaluate_run(run_dir: str | Path, ks: list[int] | None = None) -> dict:
     data = prepare(Dataset.load(run.dataset), config.data.split, retriever.model.config.user.history_len)
     counts = data.item_frequencies()[1:]
     metrics = evaluate(retriever, data.test, counts, ks or config.eval.ks)
-    metrics["test_users"] = len(data.test)
     atomic_write_json(run.metrics, metrics)
     plot_metrics(metrics, run.plots / "metrics.png")
     return metrics

@@ -15,8 +15,12 @@ def recall_at_k(
     k: int,
     chunk: int = 1024,
 ) -> float:
-    """item_vectors row r is item index r + 1 (index 0, the unknown item, is never ranked)."""
-    if len(targets) == 0:
+    """item_vectors row r is item index r + 1 (index 0, the unknown item, is never ranked).
+
+    Seen items are never ranked, so targets among them are left out, as in offline evaluation.
+    """
+    targets = [np.setdiff1d(t, s) for t, s in zip(targets, seen)]
+    if not any(len(t) for t in targets):
         return float("nan")
     recalls = []
     for start in range(0, len(targets), chunk):
@@ -25,5 +29,6 @@ def recall_at_k(
             scores[row, torch.as_tensor(items - 1)] = float("-inf")
         top = scores.topk(min(k, scores.shape[1]), dim=1).indices.numpy() + 1
         for row, wanted in enumerate(targets[start : start + chunk]):
-            recalls.append(np.isin(wanted, top[row]).sum() / len(wanted))
+            if len(wanted):
+                recalls.append(np.isin(wanted, top[row]).sum() / len(wanted))
     return float(np.mean(recalls))

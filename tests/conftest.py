@@ -1,0 +1,46 @@
+"""Shared fixtures: a tiny synthetic shop and a tiny trained run, built once per test session."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tandemrec.config import RunConfig, load_config
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+MOVIELENS_100K = SHARED / "datasets" / "movielens-100k"
+
+TINY_OVERRIDES = [
+    "data.synthetic.n_users=300",
+    "data.synthetic.n_items=120",
+    "data.synthetic.n_classes=6",
+    "data.synthetic.events_per_user=15",
+    "model.dim=32",
+    "model.user.embedding_dim=16",
+    "model.user.hidden=[32]",
+    "model.item.embedding_dim=16",
+    "model.item.fusion_hidden=32",
+    "model.item.text.pretrained=false",
+    "model.item.text.trainable_layers=-1",
+    "model.item.text.max_length=16",
+    'model.item.text.model_config={model_type="bert", vocab_size=30522, hidden_size=32, '
+    "num_hidden_layers=1, num_attention_heads=2, intermediate_size=64}",
+    "train.epochs=2",
+    "train.batch_size=128",
+]
+
+
+def tiny_config(*extra: str) -> RunConfig:
+    """The demo config shrunk to seconds: tiny shop, tiny random BERT (MiniLM's tokenizer), tiny ViT."""
+    return load_config(None, [*TINY_OVERRIDES, *extra])
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A trained, exported and indexed run folder (read-only for tests: copy it to change it)."""
+    from tandemrec.jobs import build_index, train
+
+    run = tmp_path_factory.mktemp("run") / "tiny"
+    train(tiny_config(), run, progress=False)
+    build_index(run)
+    return run
