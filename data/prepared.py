@@ -10,15 +10,8 @@ from tandemrec.data.content import ItemContent, Tokenize, build_item_content
 from tandemrec.data.dataset import Dataset
 from tandemrec.data.examples import EvalQueries, Examples, eval_queries, examples_from
 from tandemrec.data.features import EventLog, UserFeatures
-from tandemrec.data.split import Split, temporal_split
+from tandemrec.data.split import Split, SplitConfig, temporal_split
 from tandemrec.data.vocabularies import Vocabularies
-
-
-@dataclass
-class SplitConfig:
-    valid_last: int = 1
-    test_last: int = 1
-    min_train: int = 1
 
 
 @dataclass

@@ -13,6 +13,15 @@ _ORDER = [USER_ID, "timestamp", "item_id"]
 
 
 @dataclass
+class SplitConfig:
+    """How many of each user's last events are held out for validation and test."""
+
+    valid_last: int = 1
+    test_last: int = 1
+    min_train: int = 1
+
+
+@dataclass
 class Split:
     """Train, validation and test interactions; every input row is in exactly one of them."""
 

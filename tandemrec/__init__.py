@@ -2,10 +2,22 @@
 
 The public face: `Retriever.load(run_dir)` for serving, the config schema, and the parts' main
 classes for those who build their own jobs (`tandemrec.data`, `.towers`, `.training`, `.retrieval`).
+Names are imported on first use, so that `tandemrec --help` does not pay for loading TorchRec.
 """
-from tandemrec.config import RunConfig, load_config
-from tandemrec.retrieval.recommendations import Recommendations
-from tandemrec.retrieval.retriever import Retriever
-from tandemrec.towers.two_tower import TwoTower
+from importlib import import_module
 
-__all__ = ["Recommendations", "Retriever", "RunConfig", "TwoTower", "load_config"]
+_EXPORTS = {
+    "Recommendations": "tandemrec.retrieval.recommendations",
+    "Retriever": "tandemrec.retrieval.retriever",
+    "RunConfig": "tandemrec.config",
+    "TwoTower": "tandemrec.towers.two_tower",
+    "load_config": "tandemrec.config",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'tandemrec' has no attribute '{name}'")
+    return getattr(import_module(_EXPORTS[name]), name)

@@ -8,7 +8,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from tandemrec.data.prepared import SplitConfig
+from tandemrec.data.split import SplitConfig
 from tandemrec.towers.config import TwoTowerConfig, from_dict
 from tandemrec.training.config import TrainConfig
 

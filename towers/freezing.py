@@ -13,5 +13,5 @@ def freeze_all_but_last(backbone: nn.Module, blocks: Sequence[nn.Module], traina
     backbone.requires_grad_(False)
     if trainable > len(blocks):
         raise ValueError(f"asked for {trainable} trainable blocks, the backbone has {len(blocks)}")
-    for block in blocks[len(blocks) - trainable:]:
+    for block in blocks[:trainable]:
         block.requires_grad_(True)

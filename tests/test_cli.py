@@ -1,0 +1,141 @@
+"""The command line: every verb's help says what it reads and writes; verbs on a run and a dataset."""
+
+import pytest
+
+from tandemrec.cli import main
+from tandemrec.data.dataset import Dataset
+from tandemrec.retrieval.retriever import Retriever
+
+VERBS = {
+    ("demo",): ("Reads", "Writes"),
+    ("train",): ("Reads", "Writes"),
+    ("index",): ("Reads", "Writes"),
+    ("evaluate",): ("Reads", "Writes"),
+    ("recommend",): ("Reads", "Writes nothing"),
+    ("similar",): ("Reads", "Writes nothing"),
+    ("data", "synth"): ("Writes",),
+    ("data", "import"): ("Reads", "Writes"),
+    ("data", "validate"): ("Reads", "Writes nothing"),
+}
+
+
+@pytest.mark.parametrize("verb", list(VERBS), ids=" ".join)
+def test_every_verb_has_help_saying_what_it_reads_and_writes(verb, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main([*verb, "--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: tandemrec " + " ".join(verb))
+    for word in VERBS[verb]:
+        assert word in out
+
+
+def test_top_level_help_lists_the_verbs(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    for verb in ("demo", "train", "index", "evaluate", "recommend", "similar", "data"):
+        assert verb in out
+
+
+@pytest.mark.parametrize("argv", [[], ["data"]], ids=["nothing", "data-alone"])
+def test_no_verb_prints_help_and_fails(argv, capsys):
+    assert main(argv) == 2
+    assert "usage: tandemrec" in capsys.readouterr().out
+
+
+def test_unknown_verb_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["fly"])
+    assert exit_.value.code == 2
+    assert "invalid choice: 'fly'" in capsys.readouterr().err
+
+
+def table_item_ids(out: str, expected: list[str]) -> list[str]:
+    """The expected ids in the order they appear in the printed table (each must appear)."""
+    positions = {item: out.find(item) for item in expected}
+    assert all(p >= 0 for p in positions.values()), positions
+    return sorted(expected, key=positions.get)
+
+
+@pytest.fixture(scope="module")
+def retriever(trained_run):
+    return Retriever.load(trained_run)
+
+
+def test_recommend_prints_the_recommendations(trained_run, retriever, capsys):
+    user = retriever.vocabs.users.ids[5]
+    assert main(["recommend", str(trained_run), user, "-k", "4"]) == 0
+    out = capsys.readouterr().out
+    assert "rank" in out and "item_id" in out and "score" in out
+    assert "(4, 3)" in out  # polars prints the table shape: 4 rows, 3 columns
+    expected = retriever.recommend(user, k=4).ids
+    assert table_item_ids(out, expected) == expected
+
+
+def test_recommend_include_seen(trained_run, retriever, capsys):
+    user = retriever.vocabs.users.ids[5]
+    assert main(["recommend", str(trained_run), user, "-k", "3", "--include-seen"]) == 0
+    expected = retriever.recommend(user, k=3, exclude_seen=False).ids
+    assert table_item_ids(capsys.readouterr().out, expected) == expected
+
+
+def test_similar_prints_the_neighbours(trained_run, retriever, capsys):
+    item = retriever.index.ids[2]
+    assert main(["similar", str(trained_run), item, "-k", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "(3, 3)" in out
+    expected = retriever.similar_items(item, k=3).ids
+    assert table_item_ids(out, expected) == expected
+
+
+def test_recommend_unknown_user_fails_with_a_message(trained_run, capsys):
+    assert main(["recommend", str(trained_run), "nobody-at-all"]) == 1
+    captured = capsys.readouterr()
+    assert "tandemrec recommend: error:" in captured.err
+    assert "nobody-at-all" in captured.err
+    assert captured.out == ""
+
+
+def test_similar_unknown_item_fails_with_a_message(trained_run, capsys):
+    assert main(["similar", str(trained_run), "no-such-item"]) == 1
+    assert "no-such-item" in capsys.readouterr().err
+
+
+def test_recommend_bad_k_fails_with_a_message(trained_run, retriever, capsys):
+    assert main(["recommend", str(trained_run), retriever.vocabs.users.ids[1], "-k", "0"]) == 1
+    assert "k must be a positive integer" in capsys.readouterr().err
+
+
+def test_recommend_on_a_missing_run(tmp_path, capsys):
+    assert main(["recommend", str(tmp_path / "no-run"), "u1"]) == 1
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_data_synth_then_validate(tmp_path, capsys):
+    dest = tmp_path / "shop"
+    assert main(["data", "synth", str(dest), "--users", "12", "--items", "25", "--seed", "3"]) == 0
+    out = capsys.readouterr().out
+    dataset = Dataset.load(dest)
+    assert dataset.items.height == 25
+    assert dataset.users.height == 12
+    assert f"wrote {dataset.interactions.height} interactions, 25 items" in out
+    assert (dest / "images").is_dir() and (dest / "truth.parquet").is_file()
+
+    assert main(["data", "validate", str(dest)]) == 0
+    summary = capsys.readouterr().out
+    n = dataset.interactions.height
+    assert f"interactions: {n} rows in, {n} kept" in summary
+    assert "items: 25 rows in, 25 kept" in summary
+
+
+def test_data_synth_bad_size_fails_with_a_message(tmp_path, capsys):
+    assert main(["data", "synth", str(tmp_path / "shop"), "--items", "3"]) == 1
+    assert "n_items must be >= n_classes" in capsys.readouterr().err
+    assert not (tmp_path / "shop").exists()
+
+
+def test_data_validate_missing_folder(tmp_path, capsys):
+    assert main(["data", "validate", str(tmp_path / "nothing")]) == 1
+    assert "tandemrec data: error:" in capsys.readouterr().err
