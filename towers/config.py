@@ -23,6 +23,8 @@ class ImageEncoderConfig:
     model_config: dict[str, Any] | None = None
     # -1: all blocks trainable; 0: frozen (outputs cached); k: only the last k blocks trainable.
     trainable_blocks: int = -1
+    # Only the local hub cache is looked at for a pretrained tag: fails at once with no network.
+    local_files_only: bool = True
 
 
 @dataclass
@@ -53,7 +55,10 @@ class ItemTowerConfig:
     id_embedding: bool = True
     category_embedding: bool = True
     embedding_dim: int = 64
+    fusion: str = "concat"  # concat | gated
     fusion_hidden: int = 128
+    # Probability of hiding each present modality (image, text, id, category) of a training item.
+    modality_dropout: float = 0.0
 
 
 @dataclass

@@ -13,5 +13,18 @@ def freeze_all_but_last(backbone: nn.Module, blocks: Sequence[nn.Module], traina
     backbone.requires_grad_(False)
     if trainable > len(blocks):
         raise ValueError(f"asked for {trainable} trainable blocks, the backbone has {len(blocks)}")
-    for block in blocks[:trainable]:
+    for block in blocks[len(blocks) - trainable:]:
         block.requires_grad_(True)
+
+
+def layerwise_learning_rates(
+    backbone: nn.Module, blocks: Sequence[nn.Module], base_lr: float, decay: float
+) -> dict[int, float]:
+    """Learning rate per parameter (by id): base_lr for the top block and what follows it, times
+    `decay` for each block further down; parameters before the first block get the lowest rate."""
+    in_block = {id(p): i for i, block in enumerate(blocks) for p in block.parameters()}
+    rates, level = {}, -1  # parameters are visited in registration order, bottom to top
+    for param in backbone.parameters():
+        level = in_block.get(id(param), level)
+        rates[id(param)] = base_lr * decay ** (len(blocks) - 1 - level)
+    return rates

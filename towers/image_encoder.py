@@ -3,8 +3,11 @@ from __future__ import annotations
 
 import json
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+import huggingface_hub.constants as hub_constants
 import open_clip
 import torch
 from torch import nn
@@ -31,7 +34,8 @@ class ImageEncoder(nn.Module):
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
         self.output_dim = int(self.visual.output_dim)
-        freeze_all_but_last(self.visual, _blocks(self.visual), config.trainable_blocks)
+        self.blocks = _blocks(self.visual)  # a plain list: the modules stay registered under visual
+        freeze_all_but_last(self.visual, self.blocks, config.trainable_blocks)
 
     @property
     def frozen(self) -> bool:
@@ -54,15 +58,32 @@ def _create_visual(config: ImageEncoderConfig, load_weights: bool) -> nn.Module:
             "'ViT-B-32', or give image.model_config (an open_clip model config dict)"
         )
     pretrained = config.pretrained if load_weights else None
+    is_file = pretrained is not None and Path(pretrained).is_file()
+    tried = f"local file '{pretrained}'" if is_file else (
+        f"pretrained tag '{pretrained}' from the local hub cache only" if config.local_files_only
+        else f"pretrained tag '{pretrained}' from the hub"
+    )
     try:
-        model = open_clip.create_model(config.model_name, pretrained=pretrained)
+        with _hub_offline(config.local_files_only and not is_file):
+            model = open_clip.create_model(config.model_name, pretrained=pretrained)
     except Exception as err:  # open_clip raises bare RuntimeError/OSError for every download failure
         raise EncoderLoadError(
-            f"could not load open_clip '{config.model_name}' weights '{pretrained}': {err}. "
-            "Without network access, set image.pretrained to a local checkpoint file "
-            "(a state_dict saved with torch.save) or run with the hub cache already filled."
+            f"could not load open_clip '{config.model_name}' with {tried}: {err}. Set image.pretrained to a "
+            "local checkpoint file (a state_dict saved with torch.save), fill the hub cache, or set "
+            "image.local_files_only=false where the hub is reachable."
         ) from err
     return model.visual
+
+
+@contextmanager
+def _hub_offline(offline: bool) -> Iterator[None]:
+    """Make huggingface_hub fail at once instead of retrying a network it cannot reach."""
+    previous = hub_constants.HF_HUB_OFFLINE
+    hub_constants.HF_HUB_OFFLINE = offline or previous
+    try:
+        yield
+    finally:
+        hub_constants.HF_HUB_OFFLINE = previous
 
 
 def _image_size(visual: nn.Module) -> int:

@@ -13,7 +13,7 @@ from torchrec import EmbeddingBagCollection, EmbeddingBagConfig
 from tandemrec.data.batch import CATEGORY, ITEM_ID, ItemBatch
 from tandemrec.towers.config import Cardinalities, ItemTowerConfig
 from tandemrec.towers.image_encoder import ImageEncoder
-from tandemrec.towers.mlp import mlp
+from tandemrec.towers.fusion import make_fusion, modality_dropout
 from tandemrec.towers.text_encoder import TextEncoder
 
 
@@ -39,33 +39,46 @@ class ItemTower(nn.Module):
         if config.category_embedding:
             tables.append(EmbeddingBagConfig(name=CATEGORY, embedding_dim=width, num_embeddings=sizes.categories, feature_names=[CATEGORY]))
         self.ebc = EmbeddingBagCollection(tables=tables, device=device) if tables else None
-        parts = len(tables) + (self.image is not None) + (self.text is not None)
-        if parts == 0:
+        self.modalities = [name for name, on in (("image", self.image), ("text", self.text)) if on is not None]
+        self.modalities += [t.name for t in tables]
+        if not self.modalities:
             raise ValueError("the item tower needs at least one of: image, text, id_embedding, category_embedding")
-        self.fusion = mlp(width * parts, [config.fusion_hidden], dim)
+        self.fusion = make_fusion(config.fusion, len(self.modalities), width, config.fusion_hidden, dim)
 
     def forward(self, batch: ItemBatch) -> torch.Tensor:
-        n, width = len(batch), self.config.embedding_dim
-        parts = []
+        """L2-normalised item vectors; modality dropout applies in training mode only."""
+        n = len(batch)
+        vectors, present = [], []
         if self.image is not None:
             image = batch.image_features
             if image is None and batch.pixels is not None:
                 image = self.image(batch.pixels)
-            parts.append(_masked(self.image_proj, image, batch.has_image, n, width))
+            vectors.append(self._project(self.image_proj, image, n))
+            present.append(_flag(batch.has_image, image is not None, n, vectors[-1].device))
         if self.text is not None:
             text = batch.text_features
             if text is None and batch.input_ids is not None:
                 text = self.text(batch.input_ids, batch.attention_mask)
-            parts.append(_masked(self.text_proj, text, batch.has_text, n, width))
+            vectors.append(self._project(self.text_proj, text, n))
+            present.append(_flag(batch.has_text, text is not None, n, vectors[-1].device))
         if self.ebc is not None:
-            parts.append(self.ebc(batch.ids).values())
-        return F.normalize(self.fusion(torch.cat(parts, dim=1)), dim=-1)
+            pooled = self.ebc(batch.ids)
+            for key in self.modalities[len(vectors):]:
+                vectors.append(pooled[key])
+                present.append(batch.ids[key].values() != 0)  # index 0: unknown id or category
+        stacked = torch.stack(vectors, dim=1)
+        mask = torch.stack(present, dim=1)
+        if self.training:
+            mask = modality_dropout(mask, self.config.modality_dropout)
+        return F.normalize(self.fusion(stacked, mask), dim=-1)
+
+    def _project(self, proj: nn.Linear, features: torch.Tensor | None, n: int) -> torch.Tensor:
+        if features is None:
+            return proj.weight.new_zeros((n, self.config.embedding_dim))
+        return proj(features.to(proj.weight.dtype))
 
 
-def _masked(proj: nn.Linear, features: torch.Tensor | None, present: torch.Tensor | None, n: int, width: int) -> torch.Tensor:
-    if features is None:
-        return proj.weight.new_zeros((n, width))
-    out = proj(features.to(proj.weight.dtype))
-    if present is not None:
-        out = out * present.to(out.dtype).unsqueeze(1)
-    return out
+def _flag(given: torch.Tensor | None, available: bool, n: int, device: torch.device) -> torch.Tensor:
+    if not available:
+        return torch.zeros(n, dtype=torch.bool, device=device)
+    return torch.ones(n, dtype=torch.bool, device=device) if given is None else given.to(device).bool()

@@ -47,7 +47,8 @@ class TextEncoder(nn.Module):
         self.config = config
         self.backbone = _create_backbone(config, load_weights)
         self.output_dim = int(self.backbone.config.hidden_size)
-        freeze_all_but_last(self.backbone, _layers(self.backbone), config.trainable_layers)
+        self.blocks = _layers(self.backbone)  # a plain list: the modules stay registered under backbone
+        freeze_all_but_last(self.backbone, self.blocks, config.trainable_layers)
 
     @property
     def frozen(self) -> bool:

@@ -9,7 +9,8 @@ class TrainConfig:
     epochs: int = 8
     batch_size: int = 512
     lr: float = 2e-3  # AdamW: projections, fusion, MLPs, temperature
-    backbone_lr: float = 1e-4  # AdamW: trainable encoder blocks
+    backbone_lr: float = 1e-4  # AdamW: the top trainable encoder block
+    backbone_lr_decay: float = 1.0  # each block further down gets this factor more (layer-wise decay)
     embedding_lr: float = 0.05  # TorchRec fused row-wise Adagrad on the embedding tables
     weight_decay: float = 0.01
     logq: bool = True

@@ -15,6 +15,7 @@ from tqdm import tqdm
 
 from tandemrec.data.content import ItemContent
 from tandemrec.data.prepared import PreparedData
+from tandemrec.towers.freezing import layerwise_learning_rates
 from tandemrec.towers.inference import embed, frozen_backbone_features
 from tandemrec.towers.serialization import save_model
 from tandemrec.towers.two_tower import TwoTower
@@ -22,9 +23,6 @@ from tandemrec.training import distributed
 from tandemrec.training.config import TrainConfig
 from tandemrec.training.loss import InBatchSoftmax
 from tandemrec.training.validation import recall_at_k
-
-BACKBONE_PREFIXES = ("item_tower.image.", "item_tower.text.")
-
 
 @dataclass
 class TrainResult:
@@ -140,14 +138,18 @@ class Trainer:
     def _optimizer(self, dmp) -> CombinedOptimizer:
         cfg = self.config
         dense = dict(in_backward_optimizer_filter(dmp.named_parameters()))
-        backbone_ids = {id(p) for name, p in dense.items() if name.startswith(BACKBONE_PREFIXES)}
+        rates: dict[int, float] = {}
+        for encoder in (self.model.item_tower.image, self.model.item_tower.text):
+            if encoder is not None:
+                rates.update(layerwise_learning_rates(encoder, encoder.blocks, cfg.backbone_lr, cfg.backbone_lr_decay))
 
         def adamw(params: list[torch.Tensor]) -> torch.optim.Optimizer:
-            groups = [
-                {"params": [p for p in params if id(p) not in backbone_ids], "lr": cfg.lr},
-                {"params": [p for p in params if id(p) in backbone_ids], "lr": cfg.backbone_lr},
-            ]
-            return torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=cfg.weight_decay)
+            groups: dict[float, list[torch.Tensor]] = {}
+            for p in params:
+                groups.setdefault(rates.get(id(p), cfg.lr), []).append(p)
+            return torch.optim.AdamW(
+                [{"params": ps, "lr": lr} for lr, ps in groups.items()], weight_decay=cfg.weight_decay
+            )
 
         trainable = {name: p for name, p in dense.items() if p.requires_grad}
         return CombinedOptimizer([dmp.fused_optimizer, KeyedOptimizerWrapper(trainable, adamw)])
