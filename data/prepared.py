@@ -24,6 +24,7 @@ class PreparedData:
     train: Examples
     valid: EvalQueries
     test: EvalQueries
+    cold_items: np.ndarray  # item indices kept out of training (cold start), sorted
 
     def item_frequencies(self) -> np.ndarray:
         """Training-event count of each item index (index 0 included, always 0)."""
@@ -54,6 +55,8 @@ class PreparedData:
 def prepare(dataset: Dataset, split_config: SplitConfig, history_len: int) -> PreparedData:
     split = temporal_split(dataset.interactions, split_config.valid_last, split_config.test_last, split_config.min_train)
     vocabs = Vocabularies.build(dataset)
+    cold = cold_item_indices(len(vocabs.items) - 1, split_config.cold_items, split_config.seed)
+    train = split.train.filter(~pl.col("item_id").is_in(vocabs.items.decode(cold)))
     log = EventLog.from_frame(dataset.interactions, vocabs.users, vocabs.items)
     features = UserFeatures(
         log, vocabs.user_attribute_matrix(dataset.users), sorted(vocabs.attributes), history_len
@@ -64,7 +67,16 @@ def prepare(dataset: Dataset, split_config: SplitConfig, history_len: int) -> Pr
         vocabs=vocabs,
         log=log,
         features=features,
-        train=examples_from(split.train, vocabs.users, vocabs.items),
+        train=examples_from(train, vocabs.users, vocabs.items),
         valid=eval_queries(split.valid, vocabs.users, vocabs.items),
         test=eval_queries(split.test, vocabs.users, vocabs.items),
+        cold_items=cold,
     )
+
+
+def cold_item_indices(n_items: int, fraction: float, seed: int) -> np.ndarray:
+    """A seeded random `fraction` of item indices 1..n_items whose events never become training examples."""
+    if not 0.0 <= fraction < 1.0:
+        raise ValueError(f"data.split.cold_items must be in [0, 1), got {fraction}")
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(np.arange(1, n_items + 1), size=int(round(fraction * n_items)), replace=False))

@@ -19,6 +19,9 @@ class SplitConfig:
     valid_last: int = 1
     test_last: int = 1
     min_train: int = 1
+    # Fraction of the catalogue held out of training altogether (cold-start evaluation), seeded.
+    cold_items: float = 0.0
+    seed: int = 0
 
 
 @dataclass

@@ -26,24 +26,36 @@ def evaluate(
     queries: EvalQueries,
     train_counts: np.ndarray,
     ks: Sequence[int] = (10, 50),
-) -> dict[str, dict[str, float]]:
+    cold_rows: np.ndarray | None = None,
+) -> dict:
     """Metrics of the model and of popularity on `queries`, with seen items excluded for both.
 
     Since seen items are never recommended, a target the user had already seen can never be hit: such
     targets are left out, and users with only such targets are skipped (counted in the result).
     `train_counts[r]` is the training-event count of index row r. Users' features are taken just
-    before each query's time, so nothing from the evaluated period leaks in.
+    before each query's time, so nothing from the evaluated period leaks in. With `cold_rows` (items
+    kept out of training), the metrics are also given for cold and warm targets apart.
     """
     k_max = max(ks)
-    n_items = len(retriever.index)
     seen = retriever.seen_rows(queries.users, queries.times)
     targets = [np.setdiff1d(t - 1, s) for t, s in zip(queries.targets, seen)]
-    keep = np.flatnonzero([len(t) > 0 for t in targets])
-    seen, targets = [seen[i] for i in keep], [targets[i] for i in keep]
-    vectors = retriever.embed_users(queries.users[keep], queries.times[keep])
+    vectors = retriever.embed_users(queries.users, queries.times)
     model_top, _ = retriever.index.search(vectors, k_max, exclude=seen)
-    return {
-        "tandemrec": ranking_metrics(model_top, targets, ks, n_items),
-        "popularity": ranking_metrics(popularity_topk(train_counts, seen, k_max), targets, ks, n_items),
-        "users": {"evaluated": int(len(keep)), "skipped_all_targets_seen": int(len(queries) - len(keep))},
-    }
+    popular_top = popularity_topk(train_counts, seen, k_max)
+
+    def compare(wanted: list[np.ndarray]) -> dict:
+        keep = [i for i, t in enumerate(wanted) if len(t)]
+        if not keep:
+            return {"users": {"evaluated": 0}}
+        chosen = [wanted[i] for i in keep]
+        return {
+            "tandemrec": ranking_metrics(model_top[keep], chosen, ks, len(retriever.index)),
+            "popularity": ranking_metrics(popular_top[keep], chosen, ks, len(retriever.index)),
+            "users": {"evaluated": len(keep), "skipped": len(wanted) - len(keep)},
+        }
+
+    result = compare(targets)
+    if cold_rows is not None and len(cold_rows):
+        result["cold"] = compare([np.intersect1d(t, cold_rows) for t in targets])
+        result["warm"] = compare([np.setdiff1d(t, cold_rows) for t in targets])
+    return result

@@ -48,6 +48,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     train.add_argument("config", help="TOML config file")
     train.add_argument("--run", required=True, help="run folder to write")
+    train.add_argument("--init-from", metavar="RUN", help="start from this run's towers (ids remapped by vocabulary)")
     _add_overrides(train)
     train.set_defaults(handler=_train)
 
@@ -135,7 +136,10 @@ def _demo(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     from tandemrec.jobs import train
 
-    result = train(load_config(args.config, args.overrides), Path(args.run))
+    overrides = list(args.overrides)
+    if args.init_from:
+        overrides.append(f'train.init_from="{Path(args.init_from).resolve()}"')
+    result = train(load_config(args.config, overrides), Path(args.run))
     print(f"best epoch {result.best_epoch}: validation recall {result.best_recall:.4f} ({result.seconds:.0f} s)")
     return 0
 

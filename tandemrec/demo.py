@@ -20,7 +20,7 @@ def metrics_table(metrics: dict) -> str:
     users = metrics["users"]
     lines.append(
         f"({users['evaluated']} test users, full ranking over the catalogue, seen items excluded; "
-        f"{users['skipped_all_targets_seen']} users whose test items were all seen before are skipped)"
+        f"{users['skipped']} users whose test items were all seen before are skipped)"
     )
     return "\n".join(lines)
 

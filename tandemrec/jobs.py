@@ -31,6 +31,7 @@ from tandemrec.towers.inference import embed, frozen_backbone_features
 from tandemrec.towers.serialization import TOKENIZER_DIR, load_model, model_hash
 from tandemrec.towers.text_encoder import load_tokenizer, make_tokenize
 from tandemrec.towers.two_tower import TwoTower
+from tandemrec.training.init_from import init_from
 from tandemrec.training.trainer import Trainer, TrainResult
 
 log = logging.getLogger(__name__)
@@ -97,6 +98,8 @@ def train(config: RunConfig, run_dir: str | Path, progress: bool = True) -> Trai
     vocabs.save(run.vocab)
     dataset.save(run.dataset)
     model = TwoTower(model_config)
+    if config.train.init_from:
+        log.info("init from %s: %s", config.train.init_from, init_from(model, vocabs, config.train.init_from).summary())
     tokenizer = load_tokenizer(model_config.item.text.name_or_path) if model_config.item.text else None
     content = item_content(model, data, tokenizer, progress)
     trainer = Trainer(model, data, content, config.train, run.model, run.train_metrics, tokenizer, progress)
@@ -139,7 +142,7 @@ def evaluate_run(run_dir: str | Path, ks: list[int] | None = None) -> dict:
     retriever = Retriever.load(run.root)
     data = prepare(Dataset.load(run.dataset), config.data.split, retriever.model.config.user.history_len)
     counts = data.item_frequencies()[1:]
-    metrics = evaluate(retriever, data.test, counts, ks or config.eval.ks)
+    metrics = evaluate(retriever, data.test, counts, ks or config.eval.ks, data.cold_items - 1)
     atomic_write_json(run.metrics, metrics)
     plot_metrics(metrics, run.plots / "metrics.png")
     return metrics

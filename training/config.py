@@ -19,3 +19,4 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # auto: cuda when present, else cpu
     encode_batch_size: int = 256
+    init_from: str | None = None  # a run folder whose towers start this model (staged training)
