@@ -1,12 +1,15 @@
 """The canonical tables every reader produces and every consumer reads, and their folder on disk.
 
-A dataset folder holds `interactions.parquet`, `items.parquet`, optional `users.parquet`, `manifest.json`
-and `images/`. It is written into a temporary sibling and renamed into place, so a crash never leaves a
-half-written dataset, and it carries its own images, so it can be moved as one folder.
+A dataset folder holds `interactions.parquet`, `items.parquet`, optional `users.parquet`, `manifest.json`,
+`images/` and, after an import, `report.json`. It is written into a temporary sibling and renamed into
+place, so a crash never leaves a half-written dataset, and it carries its own images, so it can be moved as
+one folder. Interactions may be held as a polars LazyFrame (a plan over files larger than memory: what the
+readers return, and `Dataset.scan`); items and users are always in memory.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -18,6 +21,7 @@ from pathlib import Path
 import polars as pl
 
 from tandemrec.data.errors import DataError
+from tandemrec.data.intake import Intake, helper_columns
 
 USER_ID = "user_id"
 TIMESTAMP = pl.Datetime("us", "UTC")
@@ -36,42 +40,50 @@ ITEM_COLUMNS: dict[str, pl.DataType] = {
     "image": pl.String(),
 }
 USER_COLUMNS: dict[str, pl.DataType] = {USER_ID: pl.String()}
+# Timestamps outside [earliest, latest) are refused: they are almost always a unit mistake (milliseconds
+# read as seconds land in the 50th millennium, seconds read as milliseconds in January 1970).
+TIME_RANGE = (datetime(1980, 1, 1, tzinfo=timezone.utc), datetime(2100, 1, 1, tzinfo=timezone.utc))
 # Columns a table may lack: they are added, all null.
 OPTIONAL_COLUMNS = frozenset({"value", "category", "image"})
 FORMAT_VERSION = 1
 IMAGES_DIR = "images"
 _FILES = {"interactions": "interactions.parquet", "items": "items.parquet", "users": "users.parquet"}
+REPORT_FILE = "report.json"
+
+Frame = pl.DataFrame | pl.LazyFrame
 
 
-def require_columns(frame: pl.DataFrame, table: str, columns: dict[str, pl.DataType]) -> None:
+def require_columns(frame: Frame, table: str, columns: dict[str, pl.DataType]) -> None:
     """Raise a DataError for the first expected column (not optional) that the frame lacks."""
+    present = frame.collect_schema().names()
     for column in columns:
-        if column not in frame.columns and column not in OPTIONAL_COLUMNS:
+        if column not in present and column not in OPTIONAL_COLUMNS:
             raise DataError(
                 f"{table}: missing column {column!r} (expected columns: {', '.join(columns)})"
             )
 
 
 def conform_table(
-    frame: pl.DataFrame, table: str, columns: dict[str, pl.DataType], extras_as_string: bool
-) -> pl.DataFrame:
-    """Return the frame with the expected columns first, in their canonical types.
+    frame: Frame, table: str, columns: dict[str, pl.DataType], extras_as_string: bool
+) -> Frame:
+    """Return the frame (or plan) with the expected columns first, in their canonical types.
 
     Types are only cast when no information can be lost or invented (integer ids to String, naive or
     other-zone datetimes to UTC, integers to Float64); anything else is a DataError. Extra columns of
-    items and users are categorical features, so they become String.
+    items and users are categorical features, so they become String; a reader's helper columns
+    (`__...`) are left as they are, for validation.
     """
     require_columns(frame, table, columns)
+    schema = frame.collect_schema()
     exprs = []
     for column, target in columns.items():
-        if column in frame.columns:
-            exprs.append(_cast(frame.schema[column], target, table, column))
+        if column in schema:
+            exprs.append(_cast(schema[column], target, table, column))
         else:
             exprs.append(pl.lit(None, dtype=target).alias(column))
-    for column in frame.columns:
+    for column, dtype in schema.items():
         if column not in columns:
-            dtype = frame.schema[column]
-            if extras_as_string and dtype != pl.String:
+            if extras_as_string and dtype != pl.String and not helper_columns([column]):
                 if dtype.is_nested() or dtype == pl.Object:
                     raise DataError.at(
                         table, f"has type {dtype}, expected a categorical (String) column", column=column
@@ -104,13 +116,18 @@ def _cast(dtype: pl.DataType, target: pl.DataType, table: str, column: str) -> p
 
 @dataclass(eq=False)  # frames do not compare to a bool; compare the tables themselves
 class Dataset:
-    """Interactions, items and optional users in the canonical schema, plus where their images live."""
+    """Interactions, items and optional users in the canonical schema, plus where their images live.
 
-    interactions: pl.DataFrame
+    `intake` is set by readers: where each table's rows came from and the refusals their format needs;
+    `validate` applies and clears it.
+    """
+
+    interactions: Frame
     items: pl.DataFrame
     users: pl.DataFrame | None = None
     root: Path | None = None
     name: str = "dataset"
+    intake: Intake | None = None
 
     def image_path(self, relative: str) -> Path:
         """Where an item's `image` value points: relative to `root`, or as given when there is no root."""
@@ -130,14 +147,23 @@ class Dataset:
             users=None if self.users is None else conform_table(self.users, "users", USER_COLUMNS, True),
             root=self.root,
             name=self.name,
+            intake=self.intake,
         )
 
-    def save(self, dest: str | Path) -> Path:
+    def collect(self) -> Dataset:
+        """The same dataset with its interactions in memory (a no-op when they already are)."""
+        if isinstance(self.interactions, pl.DataFrame):
+            return self
+        return dataclasses.replace(self, interactions=self.interactions.collect(engine="streaming"))
+
+    def save(self, dest: str | Path, report: dict | None = None) -> Path:
         """Write the dataset folder at `dest` atomically and return its path.
 
         Images are copied (hard-linked when the file system allows) into `dest/images/` and the `image`
-        column is rewritten to point there. An existing `dest` is replaced only once the new folder is
-        complete, and only if it is a dataset folder, so a typo cannot wipe an unrelated directory.
+        column is rewritten to point there. Interactions held as a plan are streamed to Parquet, never
+        whole in memory. `report` (a validation report's dict) goes to `report.json`. An existing `dest`
+        is replaced only once the new folder is complete, and only if it is a dataset folder, so a typo
+        cannot wipe an unrelated directory.
         """
         dest = Path(dest).absolute()
         _check_replaceable(dest)
@@ -150,8 +176,14 @@ class Dataset:
             tables = {"interactions": data.interactions, "items": items, "users": data.users}
             for table, frame in tables.items():
                 if frame is not None:
-                    frame.write_parquet(tmp / _FILES[table])
-            _write_manifest(tmp, self.name, tables)
+                    frame = frame.drop(helper_columns(frame.collect_schema().names()))
+                    if isinstance(frame, pl.LazyFrame):
+                        frame.sink_parquet(tmp / _FILES[table], engine="streaming")
+                    else:
+                        frame.write_parquet(tmp / _FILES[table])
+            _write_manifest(tmp, self.name)
+            if report is not None:
+                (tmp / REPORT_FILE).write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
             _swap_into_place(tmp, dest)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -180,7 +212,16 @@ class Dataset:
 
     @classmethod
     def load(cls, path: str | Path) -> Dataset:
-        """Read a dataset folder, conforming every table to the canonical schema."""
+        """Read a dataset folder into memory, conforming every table to the canonical schema."""
+        return cls._read(path, lazy=False)
+
+    @classmethod
+    def scan(cls, path: str | Path) -> Dataset:
+        """Like `load`, but the interactions stay a LazyFrame over the Parquet file (out of core)."""
+        return cls._read(path, lazy=True)
+
+    @classmethod
+    def _read(cls, path: str | Path, lazy: bool) -> Dataset:
         folder = Path(path)
         if not folder.exists():
             raise DataError(f"{folder}: no such dataset folder")
@@ -196,7 +237,11 @@ class Dataset:
                 frames[table] = None
                 continue
             try:
-                frames[table] = pl.read_parquet(file_path)
+                if lazy and table == "interactions":
+                    frames[table] = pl.scan_parquet(file_path)
+                    frames[table].collect_schema()
+                else:
+                    frames[table] = pl.read_parquet(file_path)
             except (OSError, pl.exceptions.PolarsError) as error:
                 raise DataError(f"{file_path}: unreadable Parquet file ({error})") from error
         raw = cls(
@@ -234,16 +279,19 @@ def _link_or_copy(source: Path, target: Path) -> None:
         shutil.copy2(source, target)
 
 
-def _write_manifest(folder: Path, name: str, tables: dict[str, pl.DataFrame | None]) -> None:
+def _write_manifest(folder: Path, name: str) -> None:
+    """Rows and columns of each table as written (read back from the Parquet footers: no data read)."""
+    tables = {}
+    for table, file in _FILES.items():
+        if (folder / file).is_file():
+            scan = pl.scan_parquet(folder / file)
+            rows = scan.select(pl.len()).collect().item()
+            tables[table] = {"rows": rows, "columns": {c: str(t) for c, t in scan.collect_schema().items()}}
     manifest = {
         "format_version": FORMAT_VERSION,
         "name": name,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "tables": {
-            table: {"rows": frame.height, "columns": {c: str(t) for c, t in frame.schema.items()}}
-            for table, frame in tables.items()
-            if frame is not None
-        },
+        "tables": tables,
     }
     (folder / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
 

@@ -1,126 +1,150 @@
 """Row-level checks between reading a dataset and training on it: every refused row is counted by reason.
 
 Nothing is dropped in silence: for each table, rows in = rows kept + rows refused, and `strict=True`
-turns the first refusal into an error that points at the row, for those who prefer to fix the source.
+turns the first refusal into an error that points at the row (in the source file when a reader says
+where its rows came from), for those who prefer to fix the source. A table given as a LazyFrame stays a
+plan: it is read once to count, and the kept rows are only computed by whoever consumes the plan
+(`Dataset.save` streams them to Parquet), so tables larger than memory validate too.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import polars as pl
 
-from tandemrec.data.dataset import USER_ID, Dataset
+from tandemrec.data.dataset import TIME_RANGE, USER_ID, Dataset
 from tandemrec.data.errors import DataError
+from tandemrec.data.images import image_problem
+from tandemrec.data.intake import FILE, ROW, Rule, TableSource, helper_columns
+from tandemrec.data.report import ValidationReport
 
-_ROW = "__row"
+__all__ = ["ValidationReport", "apply_rules", "validate"]
+
 _RULE = "__rule"
-
-
-@dataclass(frozen=True)
-class _Rule:
-    reason: str
-    column: str
-    refuses: pl.Expr
-
-
-@dataclass
-class ValidationReport:
-    """What validation kept and refused, per table; refused maps table -> reason -> row count."""
-
-    rows_in: dict[str, int] = field(default_factory=dict)
-    rows_out: dict[str, int] = field(default_factory=dict)
-    refused: dict[str, dict[str, int]] = field(default_factory=dict)
-
-    def total_refused(self, table: str) -> int:
-        return sum(self.refused.get(table, {}).values())
-
-    def to_dict(self) -> dict:
-        refused = {table: dict(reasons) for table, reasons in self.refused.items()}
-        return {"rows_in": dict(self.rows_in), "rows_out": dict(self.rows_out), "refused": refused}
-
-    def summary(self) -> str:
-        lines = []
-        for table, rows_in in self.rows_in.items():
-            line = f"{table}: {rows_in} rows in, {self.rows_out[table]} kept"
-            reasons = self.refused.get(table, {})
-            if reasons:
-                detail = ", ".join(f"{reason}: {count}" for reason, count in reasons.items())
-                line += f", {self.total_refused(table)} refused ({detail})"
-            lines.append(line)
-        return "\n".join(lines)
+_POSITION = "__position"
 
 
 def validate(dataset: Dataset, strict: bool = False) -> tuple[Dataset, ValidationReport]:
     """Conform the schema, refuse unusable rows with a counted reason, and return what is left.
 
-    Items are checked first because interactions are refused when their item did not survive.
+    Items are checked first because interactions are refused when their item did not survive. An item
+    whose image file is missing or unreadable keeps its row with a null image (counted as repaired).
     Users without interactions are kept: they are harmless and may be scored later.
     """
     data = dataset.conformed()
-    for table in ("interactions", "items"):
-        if getattr(data, table).is_empty():
-            raise DataError(f"{table}: the table is empty, expected at least one row")
+    intake = dataset.intake
     report = ValidationReport()
+    for table in intake.auxiliary.rows_in if intake else ():
+        report.record(table, intake.auxiliary.rows_in[table], intake.auxiliary.refused[table])
+        report.sources[table] = intake.auxiliary.sources.get(table, table)
 
-    def check(table: str, frame: pl.DataFrame, rules: list[_Rule]) -> pl.DataFrame:
-        kept = _apply(table, frame, rules, report, strict)
-        if kept.is_empty() and table != "users":
-            raise DataError(f"{table}: no rows left after validation\n{report.summary()}")
-        return kept
+    def check(table: str, frame: pl.DataFrame | pl.LazyFrame, rules: list[Rule]) -> pl.DataFrame | pl.LazyFrame:
+        source = intake.tables.get(table) if intake else None
+        if source is not None:
+            report.sources[table] = source.file
+            report.add_repairs(table, source.repaired)
+        return apply_rules(table, frame, [*(source.rules if source else []), *rules], source, report, strict)
 
     items = check(
         "items",
         data.items,
         [
-            _Rule("null id", "item_id", pl.col("item_id").is_null()),
-            _Rule("duplicate item", "item_id", ~pl.col("item_id").is_first_distinct()),
+            Rule("null id", "item_id", pl.col("item_id").is_null()),
+            Rule("duplicate item", "item_id", ~pl.col("item_id").is_first_distinct()),
         ],
     )
+    items = _repair_images(items, dataset, report)
     users = None
     if data.users is not None:
         users = check(
             "users",
             data.users,
             [
-                _Rule("null id", USER_ID, pl.col(USER_ID).is_null()),
-                _Rule("duplicate user", USER_ID, ~pl.col(USER_ID).is_first_distinct()),
+                Rule("null id", USER_ID, pl.col(USER_ID).is_null()),
+                Rule("duplicate user", USER_ID, ~pl.col(USER_ID).is_first_distinct()),
             ],
         )
+    earliest, latest = TIME_RANGE
     interactions = check(
         "interactions",
         data.interactions,
         [
-            _Rule("null id", USER_ID, pl.col(USER_ID).is_null()),
-            _Rule("null id", "item_id", pl.col("item_id").is_null()),
-            _Rule("null timestamp", "timestamp", pl.col("timestamp").is_null()),
-            _Rule("unknown item", "item_id", ~pl.col("item_id").is_in(items["item_id"].implode())),
+            Rule("null id", USER_ID, pl.col(USER_ID).is_null()),
+            Rule("null id", "item_id", pl.col("item_id").is_null()),
+            Rule("null timestamp", "timestamp", pl.col("timestamp").is_null()),
+            Rule(
+                "timestamp out of range",
+                "timestamp",
+                (pl.col("timestamp") < earliest) | (pl.col("timestamp") >= latest),
+            ),
+            Rule("unknown item", "item_id", ~pl.col("item_id").is_in(items["item_id"].implode())),
         ],
     )
     valid = Dataset(interactions=interactions, items=items, users=users, root=data.root, name=data.name)
     return valid, report
 
 
-def _apply(
-    table: str, frame: pl.DataFrame, rules: list[_Rule], report: ValidationReport, strict: bool
-) -> pl.DataFrame:
-    """Tag each row with the first rule that refuses it, record the counts, return the kept rows."""
-    tag = pl.when(rules[0].refuses).then(pl.lit(0))
+def apply_rules(
+    table: str,
+    frame: pl.DataFrame | pl.LazyFrame,
+    rules: list[Rule],
+    source: TableSource | None,
+    report: ValidationReport,
+    strict: bool,
+) -> pl.DataFrame | pl.LazyFrame:
+    """Tag each row with the first rule that refuses it, record the counts, return the kept rows.
+
+    A DataFrame comes back as a DataFrame; a LazyFrame as a plan, after one streaming pass that counts.
+    Helper columns (`__...`) are dropped from what is returned.
+    """
+    lazy = frame.lazy()
+    columns = lazy.collect_schema().names()
+    if ROW not in columns:
+        lazy = lazy.with_row_index(_POSITION)
+    tag = pl.when(rules[0].refuses).then(pl.lit(0, pl.UInt16))
     for index, rule in enumerate(rules[1:], start=1):
-        tag = tag.when(rule.refuses).then(pl.lit(index))
-    tagged = frame.with_row_index(_ROW).with_columns(tag.otherwise(None).alias(_RULE))
-    refused = tagged.filter(pl.col(_RULE).is_not_null())
-    if strict and not refused.is_empty():
-        rule = rules[refused[_RULE][0]]
-        value = refused[rule.column][0]
-        row = refused[_ROW][0]
-        raise DataError.at(table, f"{rule.reason} (value {value!r})", row=row, column=rule.column)
+        tag = tag.when(rule.refuses).then(pl.lit(index, pl.UInt16))
+    tagged = lazy.with_columns(tag.otherwise(None).alias(_RULE))
+    if isinstance(frame, pl.DataFrame):
+        tagged = tagged.collect().lazy()
+    counted = tagged.group_by(_RULE).len().collect(engine="streaming")
+    rows_in = int(counted["len"].sum())
+    if rows_in == 0:
+        raise DataError(f"{table}: the table is empty, expected at least one row")
     counts: dict[str, int] = {}
-    for rule_index, count in refused.group_by(_RULE).len().sort(_RULE).iter_rows():
+    for rule_index, count in counted.filter(pl.col(_RULE).is_not_null()).sort(_RULE).iter_rows():
         reason = rules[rule_index].reason
         counts[reason] = counts.get(reason, 0) + count
-    kept = tagged.filter(pl.col(_RULE).is_null()).drop(_ROW, _RULE)
-    report.rows_in[table] = frame.height
-    report.rows_out[table] = kept.height
-    report.refused[table] = counts
-    return kept
+    if strict and counts:
+        raise _first_refusal(table, tagged, rules, source)
+    report.record(table, rows_in, counts)
+    if report.rows_out[table] == 0 and table != "users":
+        raise DataError(f"{table}: no rows left after validation\n{report.summary()}")
+    kept = tagged.filter(pl.col(_RULE).is_null()).drop(_RULE, *helper_columns(columns), strict=False)
+    kept = kept.drop(_POSITION, strict=False)
+    return kept.collect() if isinstance(frame, pl.DataFrame) else kept
+
+
+def _first_refusal(
+    table: str, tagged: pl.LazyFrame, rules: list[Rule], source: TableSource | None
+) -> DataError:
+    first = tagged.filter(pl.col(_RULE).is_not_null()).head(1).collect().row(0, named=True)
+    rule = rules[first[_RULE]]
+    problem = f"{rule.reason} (value {first[rule.column]!r})"
+    if source is None or ROW not in first:
+        return DataError.at(table, problem, row=first.get(_POSITION, first.get(ROW)), column=rule.column)
+    return source.error(problem, first[ROW], rule.column, first.get(FILE))
+
+
+def _repair_images(items: pl.DataFrame, dataset: Dataset, report: ValidationReport) -> pl.DataFrame:
+    """Null the image of items whose file is missing or unreadable, counting each as a repair."""
+    paths = items["image"]
+    if paths.null_count() == paths.len():
+        return items
+    problems = [None if p is None else image_problem(dataset.image_path(p)) for p in paths.to_list()]
+    found = pl.Series(problems, dtype=pl.String)
+    repairs = found.drop_nulls().value_counts(sort=True)
+    report.add_repairs("items", dict(repairs.iter_rows()))
+    fixed = items.with_columns(pl.when(found.is_null()).then(pl.col("image")).alias("image"))
+    with_image = int(fixed["image"].is_not_null().sum())
+    report.images = {"with image": with_image, "without image": fixed.height - with_image}
+    return fixed

@@ -19,4 +19,5 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # auto: cuda when present, else cpu
     encode_batch_size: int = 256
+    sharding: str = "table_wise"  # TorchRec sharding type of every embedding table
     init_from: str | None = None  # a run folder whose towers start this model (staged training)

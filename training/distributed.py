@@ -14,7 +14,8 @@ from torch import nn
 from torch.distributed.optim import _apply_optimizer_in_backward as apply_optimizer_in_backward
 from torchrec import EmbeddingBagCollection
 from torchrec.distributed import DistributedModelParallel
-from torchrec.distributed.planner import EmbeddingShardingPlanner, Topology
+from torchrec.distributed.embedding_types import EmbeddingComputeKernel
+from torchrec.distributed.planner import EmbeddingShardingPlanner, ParameterConstraints, Topology
 from torchrec.distributed.types import ShardedTensor, ShardingPlan
 from torchrec.optim.rowwise_adagrad import RowWiseAdagrad
 
@@ -57,13 +58,25 @@ def shutdown(env: Env) -> None:
         dist.destroy_process_group()
 
 
-def shard(model: nn.Module, env: Env, embedding_lr: float) -> tuple[DistributedModelParallel, ShardingPlan]:
-    """Fuse row-wise Adagrad into the tables' backward, plan the sharding and wrap the model."""
+def shard(
+    model: nn.Module, env: Env, embedding_lr: float, sharding: str = "table_wise"
+) -> tuple[DistributedModelParallel, ShardingPlan]:
+    """Fuse row-wise Adagrad into the tables' backward, plan the sharding and wrap the model.
+
+    Every table gets the fused fbgemm kernel with the given sharding type; left to itself the planner
+    makes small tables data-parallel with a dense kernel, which has no fused optimizer.
+    """
+    constraints = {}
     for module in model.modules():
         if isinstance(module, EmbeddingBagCollection):
             apply_optimizer_in_backward(RowWiseAdagrad, module.parameters(), {"lr": embedding_lr})
+            for table in module.embedding_bag_configs():
+                constraints[table.name] = ParameterConstraints(
+                    sharding_types=[sharding], compute_kernels=[EmbeddingComputeKernel.FUSED.value]
+                )
     topology = Topology(world_size=env.world_size, compute_device=env.device.type)
-    plan = EmbeddingShardingPlanner(topology=topology).collective_plan(model, None, dist.GroupMember.WORLD)
+    planner = EmbeddingShardingPlanner(topology=topology, constraints=constraints)
+    plan = planner.collective_plan(model, None, dist.GroupMember.WORLD)
     return DistributedModelParallel(model, device=env.device, plan=plan), plan
 
 

@@ -75,7 +75,7 @@ class Trainer:
         cfg, model = self.config, self.model
         model.to(env.device)
         self._cache_frozen_backbones(env.device)
-        dmp, _ = distributed.shard(model, env, cfg.embedding_lr)
+        dmp, _ = distributed.shard(model, env, cfg.embedding_lr, cfg.sharding)
         optimizer = self._optimizer(dmp)
         log_q = self._log_q() if cfg.logq else None
         autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=env.device.type == "cuda")

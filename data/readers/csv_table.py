@@ -1,0 +1,92 @@
+"""CSV files with a header, scanned lazily as text, with every structural problem located in the file.
+
+Values stay text here (the readers parse them, counting what does not parse); what is checked is the
+shape: the expected columns are in the header, there are rows after it, the last line is complete, no
+line has more fields than the header and every byte is in the file's encoding.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import polars as pl
+
+from tandemrec.data.errors import DataError
+from tandemrec.data.intake import ROW
+from tandemrec.data.readers.files import first_line, has_data_after_header, last_line_if_cut, numbered_lines, require_file
+
+Locate = Callable[[Exception], DataError]
+_SEPARATORS = (",", ";", "\t", "|")
+
+
+def is_utf8(encoding: str) -> bool:
+    return encoding.lower().replace("-", "").replace("_", "") in ("utf8", "utf8sig")
+
+
+def scan_csv(
+    path: Path,
+    columns: Sequence[str],
+    what: str,
+    separator: str = ",",
+    encoding: str = "utf-8",
+    optional: Sequence[str] = (),
+) -> tuple[pl.LazyFrame, Locate]:
+    """The `columns` (and those of `optional` present) of a CSV file as text, with `__row` (1 = the first
+    data row), and a function that turns a parser error raised later into a DataError naming the line."""
+    require_file(path, what)
+    header = _fields(first_line(path, encoding), separator)
+    missing = [column for column in columns if column not in header]
+    if missing:
+        raise DataError.at(
+            str(path),
+            f"header has columns {header}, expected {list(columns)}; missing {missing}{_separator_hint(header, separator)}",
+            row=1,
+            row_label="line",
+        )
+    if not has_data_after_header(path):
+        raise DataError(f"{path}: has a header but no data rows, expected {what}")
+    cut = last_line_if_cut(path)
+    if cut is not None and len(_fields(cut[1], separator)) < len(header):
+        found = len(_fields(cut[1], separator))
+        raise DataError.at(
+            str(path),
+            f"{found} fields, expected {len(header)}: the file ends in the middle of a row (truncated?)",
+            row=cut[0],
+            row_label="line",
+        )
+    if is_utf8(encoding):
+        frame = pl.scan_csv(path, separator=separator, infer_schema=False, encoding="utf8")
+    else:  # polars scans UTF-8 only: other encodings are decoded in memory (rare, and small in practice)
+        frame = pl.read_csv(path, separator=separator, infer_schema=False, encoding=encoding).lazy()
+    present = [*columns, *(c for c in optional if c in header)]
+    absent = [pl.lit(None, pl.String).alias(c) for c in optional if c not in header]
+    frame = frame.select(*present, *absent).with_row_index(ROW, offset=1)
+
+    def locate(error: Exception) -> DataError:
+        lines = (f"{line}\n" for _, line in numbered_lines(path, encoding))
+        reader = csv.reader(lines, delimiter=separator)
+        for record in reader:
+            if reader.line_num > 1 and len(record) > len(header):
+                return DataError.at(
+                    str(path),
+                    f"{len(record)} fields, expected {len(header)} as in the header",
+                    row=reader.line_num,
+                    row_label="line",
+                )
+        return DataError(f"{path}: unreadable ({error})")
+
+    return frame, locate
+
+
+def _fields(line: str, separator: str) -> list[str]:
+    return next(csv.reader(io.StringIO(line), delimiter=separator), [])
+
+
+def _separator_hint(header: list[str], separator: str) -> str:
+    if len(header) != 1:
+        return ""
+    other = next((s for s in _SEPARATORS if s != separator and s in header[0]), None)
+    return f" (the header is one field: is the separator {other!r}?)" if other else ""
