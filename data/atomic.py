@@ -10,6 +10,8 @@ import hashlib
 import json
 import os
 import secrets
+import shutil
+import uuid
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -61,3 +63,18 @@ def sha256_file(path: str | Path, chunk_size: int = 1 << 20) -> str:
         while chunk := f.read(chunk_size):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def replace_folder(tmp: Path, dest: Path) -> None:
+    """Rename the complete folder `tmp` to `dest`, replacing any folder there (restored on failure)."""
+    if not dest.exists():
+        os.rename(tmp, dest)
+        return
+    old = dest.with_name(f".{dest.name}.old-{uuid.uuid4().hex}")
+    os.rename(dest, old)
+    try:
+        os.rename(tmp, dest)
+    except BaseException:
+        os.rename(old, dest)
+        raise
+    shutil.rmtree(old)

@@ -1,7 +1,9 @@
-"""Item content decoded once per run: token ids and resized pixels for the whole catalogue.
+"""Item content decoded once: token ids and resized pixels for the whole catalogue.
 
 Images are read, resized and stored as one uint8 tensor, so training epochs and exports never decode
-an image twice. A missing or unreadable image is counted, reported once and masked (has_image=False).
+an image twice; with a cache folder (a dataset's `cache/`), they are stored on disk, memory-mapped, so
+that later runs do not decode them either. A missing or unreadable image is counted, reported once and
+masked (has_image=False).
 """
 from __future__ import annotations
 
@@ -14,12 +16,17 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from tandemrec.data.batch import CATEGORY, ITEM_ID, ItemBatch
+from tandemrec.data.content_cache import ArraySpec, cached_rows, file_fingerprint, text_fingerprint
+from tandemrec.data.images import DECODE_ERRORS, problem_of
 
 log = logging.getLogger(__name__)
+NO_IMAGE = "no image"
+# Bump when decoding changes (crop, resampling), so that cached pixels are made again.
+PIXELS_PREPROCESSING = "rgb-centre-crop-bicubic-v1"
 
 # (texts, max_length) -> (input_ids, attention_mask), both int64 (N, max_length)
 Tokenize = Callable[[list[str], int], tuple[torch.Tensor, torch.Tensor]]
@@ -81,22 +88,81 @@ def build_item_content(
     max_length: int,
     image_size: int | None,
     progress: bool = False,
+    cache: Path | None = None,
+    tokenizer_key: str | None = None,
 ) -> ItemContent:
-    """Tokenise `title + text` and load images for every row of `items` (rows align with item_index)."""
+    """Tokenise `title + text` and load images for every row of `items` (rows align with item_index).
+
+    With a `cache` folder, pixels are decoded once and kept there (see data/content_cache.py), and so
+    are token ids when `tokenizer_key` names the tokenizer's behaviour.
+    """
     content = ItemContent(
         item_index=torch.as_tensor(item_index, dtype=torch.int64),
         category=torch.as_tensor(category_index, dtype=torch.int64),
     )
+    ids = items["item_id"].to_list()
     if tokenize is not None:
         texts = _item_texts(items)
-        content.input_ids, content.attention_mask = tokenize(texts, max_length)
+        if cache is not None and tokenizer_key is not None:
+            content.input_ids, content.attention_mask = _cached_tokens(
+                cache, ids, texts, tokenize, max_length, tokenizer_key
+            )
+        else:
+            content.input_ids, content.attention_mask = tokenize(texts, max_length)
         content.has_text = torch.tensor([bool(t.strip()) for t in texts])
     if image_size is not None:
         paths = items["image"].to_list() if "image" in items.columns else [None] * items.height
-        content.pixels, content.has_image, content.image_problems = load_images(
-            paths, image_root, image_size, progress
-        )
+        if cache is not None:
+            content.pixels, content.has_image, content.image_problems = _cached_images(
+                cache, ids, paths, image_root, image_size, progress
+            )
+        else:
+            content.pixels, content.has_image, content.image_problems = load_images(
+                paths, image_root, image_size, progress
+            )
     return content
+
+
+def _cached_images(
+    cache: Path, ids: list[str], paths: list[str | None], root: Path | None, size: int, progress: bool
+) -> tuple[torch.Tensor, torch.Tensor, dict[str, int]]:
+    """Pixels from the cache, decoding only the images not in it (or changed since); problems are
+    logged by the run that first meets them."""
+    fingerprints = [file_fingerprint(None if p is None else _path(p, root)) for p in paths]
+    specs = {"pixels": ArraySpec((3, size, size), "uint8"), "has_image": ArraySpec((), "bool")}
+
+    def decode(rows: np.ndarray) -> tuple[dict[str, np.ndarray], list[str | None]]:
+        pixels, ok, reasons = decode_images([paths[r] for r in rows.tolist()], root, size, progress)
+        return {"pixels": pixels.numpy(), "has_image": ok.numpy()}, reasons
+
+    params = {"kind": "pixels", "size": size, "preprocessing": PIXELS_PREPROCESSING}
+    cached = cached_rows(cache / f"pixels_{size}", params, ids, fingerprints, specs, decode)
+    fresh = set(cached.computed.tolist())
+    report_image_problems(
+        [p for row, p in enumerate(paths) if row in fresh],
+        root,
+        [r for row, r in enumerate(cached.problems) if row in fresh],
+    )
+    masked = sum(1 for row, r in enumerate(cached.problems) if r and r != NO_IMAGE and row not in fresh)
+    if masked:
+        log.info("%d item image(s) masked as missing or unreadable, as found when first decoded", masked)
+    problems = dict(Counter(r for r in cached.problems if r))
+    return torch.from_numpy(cached.arrays["pixels"]), torch.from_numpy(cached.arrays["has_image"]), problems
+
+
+def _cached_tokens(
+    cache: Path, ids: list[str], texts: list[str], tokenize: Tokenize, max_length: int, tokenizer_key: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    specs = {"input_ids": ArraySpec((max_length,), "int64"), "attention_mask": ArraySpec((max_length,), "int64")}
+
+    def encode(rows: np.ndarray) -> tuple[dict[str, np.ndarray], list[str | None]]:
+        input_ids, mask = tokenize([texts[r] for r in rows.tolist()], max_length)
+        return {"input_ids": input_ids.numpy(), "attention_mask": mask.numpy()}, [None] * len(rows)
+
+    params = {"kind": "tokens", "tokenizer": tokenizer_key, "max_length": max_length}
+    folder = cache / f"tokens_{tokenizer_key}_{max_length}"
+    cached = cached_rows(folder, params, ids, [text_fingerprint(t) for t in texts], specs, encode)
+    return torch.from_numpy(cached.arrays["input_ids"]), torch.from_numpy(cached.arrays["attention_mask"])
 
 
 def _item_texts(items: pl.DataFrame) -> list[str]:
@@ -108,32 +174,51 @@ def _item_texts(items: pl.DataFrame) -> list[str]:
 def load_images(
     paths: Sequence[str | None], root: Path | None, size: int, progress: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor, dict[str, int]]:
-    """Decode, centre-crop and resize to (size, size); returns uint8 pixels, a mask and problem counts."""
+    """Decode, centre-crop and resize to (size, size); returns uint8 pixels, a mask and problem counts.
+    Each problem is logged once, with its count and an example."""
+    pixels, ok, reasons = decode_images(paths, root, size, progress)
+    report_image_problems(paths, root, reasons)
+    return pixels, ok, dict(Counter(reason for reason in reasons if reason))
+
+
+def decode_images(
+    paths: Sequence[str | None], root: Path | None, size: int, progress: bool = False
+) -> tuple[torch.Tensor, torch.Tensor, list[str | None]]:
+    """Pixels, the mask of decoded rows, and each row's problem (None, "no image", "missing image",
+    "unreadable image")."""
     from tqdm import tqdm
 
     pixels = torch.zeros((len(paths), 3, size, size), dtype=torch.uint8)
     ok = torch.zeros(len(paths), dtype=torch.bool)
-    problems: Counter[str] = Counter()
-    examples: dict[str, str] = {}
+    reasons: list[str | None] = [None] * len(paths)
     for row, rel in enumerate(tqdm(paths, desc="images", disable=not progress, unit="img")):
         if rel is None:
-            problems["no image"] += 1
+            reasons[row] = NO_IMAGE
             continue
-        path = Path(rel) if root is None else root / rel
         try:
-            with Image.open(path) as img:
-                pixels[row] = torch.from_numpy(_square(img.convert("RGB"), size)).permute(2, 0, 1)
+            with Image.open(_path(rel, root)) as img:
+                pixels[row] = square_pixels(img, size)
             ok[row] = True
-        except FileNotFoundError:
-            problems["missing image"] += 1
-            examples.setdefault("missing image", str(path))
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
-            problems["unreadable image"] += 1
-            examples.setdefault("unreadable image", str(path))
-    for reason, count in problems.items():
-        if reason != "no image":
-            log.warning("%d item(s) with %s (masked), e.g. %s", count, reason, examples[reason])
-    return pixels, ok, dict(problems)
+        except DECODE_ERRORS as error:
+            reasons[row] = problem_of(error)
+    return pixels, ok, reasons
+
+
+def report_image_problems(paths: Sequence[str | None], root: Path | None, reasons: Sequence[str | None]) -> None:
+    """One warning per problem (not for items that have no image at all), with a count and an example."""
+    counts = Counter(reason for reason in reasons if reason and reason != NO_IMAGE)
+    for reason, count in counts.items():
+        example = next(_path(p, root) for p, r in zip(paths, reasons) if r == reason)
+        log.warning("%d item(s) with %s (masked), e.g. %s", count, reason, example)
+
+
+def _path(rel: str, root: Path | None) -> Path:
+    return Path(rel) if root is None else root / rel
+
+
+def square_pixels(img: Image.Image, size: int) -> torch.Tensor:
+    """One image as the towers take it: RGB, centre-cropped, resized, uint8 (3, size, size)."""
+    return torch.from_numpy(_square(img.convert("RGB"), size)).permute(2, 0, 1)
 
 
 def _square(img: Image.Image, size: int) -> np.ndarray:

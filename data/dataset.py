@@ -20,8 +20,10 @@ from pathlib import Path
 
 import polars as pl
 
+from tandemrec.data.atomic import replace_folder
 from tandemrec.data.errors import DataError
 from tandemrec.data.intake import Intake, helper_columns
+from tandemrec.data.report import ValidationReport
 
 USER_ID = "user_id"
 TIMESTAMP = pl.Datetime("us", "UTC")
@@ -156,12 +158,13 @@ class Dataset:
             return self
         return dataclasses.replace(self, interactions=self.interactions.collect(engine="streaming"))
 
-    def save(self, dest: str | Path, report: dict | None = None) -> Path:
+    def save(self, dest: str | Path, report: ValidationReport | None = None) -> Path:
         """Write the dataset folder at `dest` atomically and return its path.
 
         Images are copied (hard-linked when the file system allows) into `dest/images/` and the `image`
         column is rewritten to point there. Interactions held as a plan are streamed to Parquet, never
-        whole in memory. `report` (a validation report's dict) goes to `report.json`. An existing `dest`
+        whole in memory. `report` (a validation report) gets the totals of the written tables and goes
+        to `report.json`. An existing `dest`
         is replaced only once the new folder is complete, and only if it is a dataset folder, so a typo
         cannot wipe an unrelated directory.
         """
@@ -183,8 +186,9 @@ class Dataset:
                         frame.write_parquet(tmp / _FILES[table])
             _write_manifest(tmp, self.name)
             if report is not None:
-                (tmp / REPORT_FILE).write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
-            _swap_into_place(tmp, dest)
+                report.totals = _totals(tmp, items)
+                (tmp / REPORT_FILE).write_text(json.dumps(report.to_dict(), indent=2, sort_keys=True) + "\n")
+            replace_folder(tmp, dest)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -296,6 +300,19 @@ def _write_manifest(folder: Path, name: str) -> None:
     (folder / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
 
 
+def _totals(folder: Path, items: pl.DataFrame) -> dict[str, int]:
+    """What a written dataset holds: events, the users and items they involve, items with an image."""
+    scan = pl.scan_parquet(folder / _FILES["interactions"])
+    counts = scan.select(
+        pl.len().alias("interactions"),
+        pl.col(USER_ID).n_unique().alias("users"),
+        pl.col("item_id").n_unique().alias("items with interactions"),
+    ).collect(engine="streaming")
+    totals = {name: int(value) for name, value in counts.row(0, named=True).items()}
+    totals.update({"items": items.height, "items with image": int(items["image"].is_not_null().sum())})
+    return totals
+
+
 def _read_manifest(folder: Path) -> dict:
     path = folder / "manifest.json"
     if not path.is_file():
@@ -308,17 +325,3 @@ def _read_manifest(folder: Path) -> dict:
     if not isinstance(version, int) or version > FORMAT_VERSION:
         raise DataError(f"{path}: format_version {version!r}, this code reads up to {FORMAT_VERSION}")
     return manifest
-
-
-def _swap_into_place(tmp: Path, dest: Path) -> None:
-    if not dest.exists():
-        os.rename(tmp, dest)
-        return
-    old = dest.with_name(f".{dest.name}.old-{uuid.uuid4().hex}")
-    os.rename(dest, old)
-    try:
-        os.rename(tmp, dest)
-    except BaseException:
-        os.rename(old, dest)
-        raise
-    shutil.rmtree(old)

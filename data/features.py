@@ -40,9 +40,11 @@ class EventLog:
         return cls(user[order], item[order], time[order])
 
     def __post_init__(self) -> None:
-        self._times = np.unique(self.time)
+        # The inverse is each event's time rank; asking for it also makes numpy sort rather than hash
+        # (the hash path is ~7x slower on tens of millions of distinct times).
+        self._times, rank = np.unique(self.time, return_inverse=True)
         self._stride = np.int64(len(self._times) + 1)
-        self._keys = self.user * self._stride + np.searchsorted(self._times, self.time)
+        self._keys = self.user * self._stride + rank.reshape(-1)
 
     def __len__(self) -> int:
         return int(self.user.shape[0])

@@ -1,23 +1,33 @@
-"""A dataset turned into what training and evaluation consume: split, vocabularies, log, examples."""
+"""A dataset turned into what training and evaluation consume: split, vocabularies, log, examples.
+
+Everything here is in index space and built from one out-of-core pass over the interactions (see
+data/encoded.py), so a dataset whose interactions are a Parquet scan (`Dataset.scan`) of tens of millions
+of events prepares in a few GB.
+"""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import polars as pl
 
 from tandemrec.data.content import ItemContent, Tokenize, build_item_content
+from tandemrec.data.content_cache import CACHE_DIR
 from tandemrec.data.dataset import Dataset
-from tandemrec.data.examples import EvalQueries, Examples, eval_queries, examples_from
-from tandemrec.data.features import EventLog, UserFeatures
-from tandemrec.data.split import Split, SplitConfig, temporal_split
+from tandemrec.data.domains import TARGET, DomainConfig
+from tandemrec.data.encoded import PART, encode_events
+from tandemrec.data.examples import EvalQueries, Examples, examples_of, queries_of
+from tandemrec.data.features import EventLog, UserFeatures, to_micros
+from tandemrec.data.split import SplitConfig
 from tandemrec.data.vocabularies import Vocabularies
 
 
 @dataclass
 class PreparedData:
     dataset: Dataset
-    split: Split
+    events: pl.DataFrame  # every event in index space with its `part` (and domain flags), see encode_events
     vocabs: Vocabularies
     log: EventLog  # every event of every part: features look strictly before their time
     features: UserFeatures
@@ -35,7 +45,16 @@ class PreparedData:
         order = pl.DataFrame({"item_id": self.vocabs.items.ids[1:]})
         return order.join(self.dataset.items, on="item_id", how="left", maintain_order="left")
 
-    def content(self, tokenize: Tokenize | None, max_length: int, image_size: int | None, progress: bool = False) -> ItemContent:
+    def content(
+        self,
+        tokenize: Tokenize | None,
+        max_length: int,
+        image_size: int | None,
+        progress: bool = False,
+        tokenizer_key: str | None = None,
+    ) -> ItemContent:
+        """Tokens and pixels of the catalogue, cached in the dataset folder's `cache/` when the dataset is
+        a writable dataset folder (token ids only when `tokenizer_key` says which tokenizer made them)."""
         catalogue = self.catalogue()
         category = (
             catalogue["category"].fill_null("") if "category" in catalogue.columns else pl.Series([""] * catalogue.height)
@@ -49,29 +68,45 @@ class PreparedData:
             max_length,
             image_size,
             progress,
+            cache=content_cache_dir(self.dataset.root),
+            tokenizer_key=tokenizer_key,
         )
 
 
-def prepare(dataset: Dataset, split_config: SplitConfig, history_len: int) -> PreparedData:
-    split = temporal_split(dataset.interactions, split_config.valid_last, split_config.test_last, split_config.min_train)
+def prepare(
+    dataset: Dataset, split_config: SplitConfig, history_len: int, domains: DomainConfig | None = None
+) -> PreparedData:
+    """Vocabularies, the encoded and split events, the event log of user histories, training examples
+    (with domain masks when `domains` is given) and validation/test queries (of target events only when
+    a target domain is configured: the transfer setting predicts the target)."""
     vocabs = Vocabularies.build(dataset)
+    events = encode_events(dataset.interactions, vocabs, split_config, domains)
     cold = cold_item_indices(len(vocabs.items) - 1, split_config.cold_items, split_config.seed)
-    train = split.train.filter(~pl.col("item_id").is_in(vocabs.items.decode(cold)))
-    log = EventLog.from_frame(dataset.interactions, vocabs.users, vocabs.items)
+    log = EventLog(events["user_id"].to_numpy(), events["item_id"].to_numpy(), to_micros(events["timestamp"]))
     features = UserFeatures(
         log, vocabs.user_attribute_matrix(dataset.users), sorted(vocabs.attributes), history_len
     )
+    train = events.filter((pl.col(PART) == "train") & ~pl.col("item_id").is_in(cold))
+    evaluated = events.filter(pl.col(TARGET)) if domains is not None and domains.has_target else events
     return PreparedData(
         dataset=dataset,
-        split=split,
+        events=events,
         vocabs=vocabs,
         log=log,
         features=features,
-        train=examples_from(train, vocabs.users, vocabs.items),
-        valid=eval_queries(split.valid, vocabs.users, vocabs.items),
-        test=eval_queries(split.test, vocabs.users, vocabs.items),
+        train=examples_of(train),
+        valid=queries_of(evaluated.filter(pl.col(PART) == "valid")),
+        test=queries_of(evaluated.filter(pl.col(PART) == "test")),
         cold_items=cold,
     )
+
+
+def content_cache_dir(root: Path | None) -> Path | None:
+    """`root/cache` when root is a dataset folder this process may write to, else None (no caching:
+    a source folder such as a shared MovieLens download is never written into)."""
+    if root is None or not (root / "manifest.json").is_file() or not os.access(root, os.W_OK):
+        return None
+    return root / CACHE_DIR
 
 
 def cold_item_indices(n_items: int, fraction: float, seed: int) -> np.ndarray:

@@ -15,7 +15,7 @@ class ValidationReport:
     """What validation kept, refused and repaired, per table (refused/repaired: table -> reason -> rows).
 
     `sources` names the file each table was read from, `images` counts the kept items with and without a
-    usable image.
+    usable image, and `totals` (set when the dataset is written) what the written folder holds.
     """
 
     rows_in: dict[str, int] = field(default_factory=dict)
@@ -24,6 +24,7 @@ class ValidationReport:
     repaired: dict[str, dict[str, int]] = field(default_factory=dict)
     sources: dict[str, str] = field(default_factory=dict)
     images: dict[str, int] = field(default_factory=dict)
+    totals: dict[str, int] = field(default_factory=dict)
 
     def total_refused(self, table: str) -> int:
         return sum(self.refused.get(table, {}).values())
@@ -52,6 +53,7 @@ class ValidationReport:
             "repaired": {table: dict(reasons) for table, reasons in self.repaired.items() if reasons},
             "sources": dict(self.sources),
             "images": dict(self.images),
+            "totals": dict(self.totals),
         }
 
     def summary(self) -> str:
@@ -65,6 +67,12 @@ class ValidationReport:
             if table == "items" and self.images:
                 line += f"; {self.images.get('with image', 0)} with an image"
             lines.append(line)
+        if self.totals:
+            t = self.totals
+            lines.append(
+                f"dataset: {t['interactions']:,} interactions by {t['users']:,} users on {t['items']:,} items "
+                f"({t['items with interactions']:,} with interactions, {t['items with image']:,} with an image)"
+            )
         return "\n".join(lines)
 
 

@@ -14,7 +14,7 @@ import polars as pl
 from tandemrec.data.dataset import TIME_RANGE, USER_ID, Dataset
 from tandemrec.data.errors import DataError
 from tandemrec.data.images import image_problem
-from tandemrec.data.intake import FILE, ROW, Rule, TableSource, helper_columns
+from tandemrec.data.intake import FILE, ROW, Rule, TableSource, helper_columns, raw
 from tandemrec.data.report import ValidationReport
 
 __all__ = ["ValidationReport", "apply_rules", "validate"]
@@ -33,15 +33,14 @@ def validate(dataset: Dataset, strict: bool = False) -> tuple[Dataset, Validatio
     data = dataset.conformed()
     intake = dataset.intake
     report = ValidationReport()
-    for table in intake.auxiliary.rows_in if intake else ():
-        report.record(table, intake.auxiliary.rows_in[table], intake.auxiliary.refused[table])
-        report.sources[table] = intake.auxiliary.sources.get(table, table)
+    for table, (plan, source) in intake.auxiliary.items() if intake else ():
+        report.sources[table] = source.file
+        apply_rules(table, plan, source.rules, source, report, strict)
 
     def check(table: str, frame: pl.DataFrame | pl.LazyFrame, rules: list[Rule]) -> pl.DataFrame | pl.LazyFrame:
         source = intake.tables.get(table) if intake else None
         if source is not None:
             report.sources[table] = source.file
-            report.add_repairs(table, source.repaired)
         return apply_rules(table, frame, [*(source.rules if source else []), *rules], source, report, strict)
 
     items = check(
@@ -104,16 +103,25 @@ def apply_rules(
     for index, rule in enumerate(rules[1:], start=1):
         tag = tag.when(rule.refuses).then(pl.lit(index, pl.UInt16))
     tagged = lazy.with_columns(tag.otherwise(None).alias(_RULE))
-    if isinstance(frame, pl.DataFrame):
-        tagged = tagged.collect().lazy()
-    counted = tagged.group_by(_RULE).len().collect(engine="streaming")
+    try:
+        if isinstance(frame, pl.DataFrame):
+            tagged = tagged.collect().lazy()
+        counted = tagged.group_by(_RULE).len().collect(engine="streaming")
+    except pl.exceptions.PolarsError as error:
+        if source is None:
+            raise DataError(f"{table}: unreadable ({error})") from error
+        raise source.unreadable(error) from error
     rows_in = int(counted["len"].sum())
     if rows_in == 0:
         raise DataError(f"{table}: the table is empty, expected at least one row")
     counts: dict[str, int] = {}
-    for rule_index, count in counted.filter(pl.col(_RULE).is_not_null()).sort(_RULE).iter_rows():
+    refused = counted.filter(pl.col(_RULE).is_not_null()).sort(_RULE)
+    for rule_index, count in refused.iter_rows():
         reason = rules[rule_index].reason
         counts[reason] = counts.get(reason, 0) + count
+    fatal = [index for index in refused[_RULE] if rules[index].fatal]
+    if fatal:
+        raise _first_refusal(table, tagged.filter(pl.col(_RULE).is_in(fatal)), rules, source)
     if strict and counts:
         raise _first_refusal(table, tagged, rules, source)
     report.record(table, rows_in, counts)
@@ -127,9 +135,16 @@ def apply_rules(
 def _first_refusal(
     table: str, tagged: pl.LazyFrame, rules: list[Rule], source: TableSource | None
 ) -> DataError:
-    first = tagged.filter(pl.col(_RULE).is_not_null()).head(1).collect().row(0, named=True)
+    names = tagged.collect_schema().names()
+    where = [c for c in (_POSITION, ROW, FILE) if c in names]
+    refused = tagged.filter(pl.col(_RULE).is_not_null()).head(1)
+    first = refused.select(_RULE, *where).collect().row(0, named=True)
     rule = rules[first[_RULE]]
-    problem = f"{rule.reason} (value {first[rule.column]!r})"
+    problem = rule.reason
+    if rule.column is not None:
+        # The source text when the reader kept it: a parsed value may not even print (year 30000).
+        shown = raw(rule.column) if raw(rule.column) in names else rule.column
+        problem += f" (value {refused.select(pl.col(shown)).collect().item()!r})"
     if source is None or ROW not in first:
         return DataError.at(table, problem, row=first.get(_POSITION, first.get(ROW)), column=rule.column)
     return source.error(problem, first[ROW], rule.column, first.get(FILE))

@@ -81,6 +81,11 @@ class Vocabulary:
                 )
         return indices.to_numpy().astype(np.int64, copy=False)
 
+    def expr(self, column: str) -> pl.Expr:
+        """The indices of a column of ids as a polars expression (unknown ids and nulls: 0), for plans
+        over tables too large to encode in memory."""
+        return pl.col(column).replace_strict(self._keys, self._indices, default=0, return_dtype=pl.Int64)
+
     def decode(self, indices: np.ndarray | Sequence[int]) -> list[str]:
         """Ids of `indices`; 0 decodes to "<unk>", an index out of range raises DataError."""
         array = np.asarray(indices, dtype=np.int64).ravel()

@@ -20,7 +20,8 @@ class Vocabularies:
 
     @classmethod
     def build(cls, dataset: Dataset) -> "Vocabularies":
-        user_ids = dataset.interactions["user_id"]
+        """Every id of the dataset; interactions held as a plan are read for their distinct user ids only."""
+        user_ids = dataset.interactions.lazy().select(pl.col("user_id").unique()).collect(engine="streaming")["user_id"]
         attributes = {}
         if dataset.users is not None:
             user_ids = pl.concat([user_ids, dataset.users["user_id"]])
@@ -30,9 +31,9 @@ class Vocabularies:
             }
         category = dataset.items["category"] if "category" in dataset.items.columns else pl.Series([], dtype=pl.String)
         return cls(
-            users=Vocabulary.build(user_ids.to_list(), name="users"),
-            items=Vocabulary.build(dataset.items["item_id"].to_list(), name="items"),
-            categories=Vocabulary.build(category.drop_nulls().to_list(), name="categories"),
+            users=Vocabulary.build(user_ids, name="users"),
+            items=Vocabulary.build(dataset.items["item_id"], name="items"),
+            categories=Vocabulary.build(category.drop_nulls(), name="categories"),
             attributes=attributes,
         )
 

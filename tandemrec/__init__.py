@@ -7,6 +7,7 @@ Names are imported on first use, so that `tandemrec --help` does not pay for loa
 from importlib import import_module
 
 _EXPORTS = {
+    "ItemFilter": "tandemrec.retrieval.filters",
     "Recommendations": "tandemrec.retrieval.recommendations",
     "Retriever": "tandemrec.retrieval.retriever",
     "RunConfig": "tandemrec.config",

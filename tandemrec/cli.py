@@ -7,6 +7,12 @@ import sys
 from pathlib import Path
 
 from tandemrec.config import load_config
+from tandemrec.retrieval.config import KINDS as INDEX_KINDS
+from tandemrec.retrieval.config import LOW_RECALL_ACTIONS
+
+
+# The formats of tandemrec.data.readers.READERS (named here so that `--help` need not import polars).
+IMPORT_FORMATS = ("movielens", "amazon", "hm", "retailrocket", "generic")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -52,14 +58,47 @@ def _parser() -> argparse.ArgumentParser:
     _add_overrides(train)
     train.set_defaults(handler=_train)
 
+    ablate = verbs.add_parser(
+        "ablate",
+        help="train variants of a config side by side and compare them",
+        description="Reads: CONFIG (TOML; omitted: the embedded demo config) and its data. Writes into --out: one "
+        "run folder per variant, ablation.json, ablation.md (table) and ablation.png (bar plot).",
+    )
+    ablate.add_argument("config", nargs="?", help="TOML config file (default: the embedded demo config)")
+    ablate.add_argument("--out", required=True, help="folder for the variants' runs and the results")
+    ablate.add_argument("--variants", help="comma-separated subset of the variants (default: all)")
+    _add_overrides(ablate)
+    ablate.set_defaults(handler=_ablate)
+
     index = verbs.add_parser(
         "index",
         help="export item/user embeddings and build the FAISS index of a trained run",
-        description="Reads: RUN/model, RUN/dataset, RUN/vocab. Writes: RUN/embeddings/ (items.parquet, users.parquet, "
-        "manifest.json) and RUN/index/ (index.faiss, ids.json, manifest.json).",
+        description="Reads: RUN/model, RUN/dataset, RUN/vocab, RUN/config.json ([index]). Writes: RUN/embeddings/ "
+        "(items.parquet, users.parquet, manifest.json) and RUN/index/ (index.faiss, ids.json, manifest.json with "
+        "the kind, search parameters and the recall@10 against exact search measured on the users' embeddings). "
+        "Fails (or warns, --on-low-recall warn) when that recall is below --min-recall.",
     )
     index.add_argument("run_dir", metavar="RUN")
+    index.add_argument("--kind", choices=INDEX_KINDS, help="index kind (default: the run config's index.kind, auto)")
+    index.add_argument("--nprobe", type=int, help="IVF lists searched per query (default: tuned to --min-recall)")
+    index.add_argument("--ef-search", type=int, help="HNSW candidate list per query (default: tuned to --min-recall)")
+    index.add_argument("--min-recall", type=float, help="recall@10 the index must reach against exact search")
+    index.add_argument("--on-low-recall", choices=LOW_RECALL_ACTIONS, help="below --min-recall: error or warn")
     index.set_defaults(handler=_index)
+
+    export = verbs.add_parser(
+        "export",
+        help="export item and/or user embeddings for downstream systems",
+        description="Reads: RUN/model, RUN/dataset, RUN/vocab. Writes into RUN/embeddings/: <what>.parquet (id + "
+        "float32 list), <what>.npy + <what>.ids.json, <what>.safetensors + <what>.ids.json, and manifest.json "
+        "(one entry per file: model hash, dim, metric, normalisation, created, row count, checksums).",
+    )
+    export.add_argument("run_dir", metavar="RUN")
+    export.add_argument("--what", default="items,users", help="comma-separated: items, users (default: both)")
+    export.add_argument(
+        "--format", dest="formats", default="parquet", help="comma-separated: parquet, npy, safetensors (default: parquet)"
+    )
+    export.set_defaults(handler=_export)
 
     evaluate = verbs.add_parser(
         "evaluate",
@@ -86,6 +125,16 @@ def _parser() -> argparse.ArgumentParser:
     similar.add_argument("-k", type=int, default=10)
     similar.set_defaults(handler=_similar)
 
+    search = verbs.add_parser(
+        "search",
+        help="product search: items nearest to a text query",
+        description="Reads: an indexed RUN (model, tokenizer, index). Writes nothing; prints a table.",
+    )
+    search.add_argument("run_dir", metavar="RUN")
+    search.add_argument("text", metavar="TEXT")
+    search.add_argument("-k", type=int, default=10)
+    search.set_defaults(handler=_search)
+
     data = verbs.add_parser("data", help="make, import and validate datasets").add_subparsers(dest="data_verb", metavar="ACTION")
     synth = data.add_parser(
         "synth", help="generate the synthetic shop", description="Writes: a dataset folder DEST (Parquet tables, images/, truth.parquet)."
@@ -98,13 +147,19 @@ def _parser() -> argparse.ArgumentParser:
     imp = data.add_parser(
         "import",
         help="read a public format into a dataset folder",
-        description="Reads: SRC in FORMAT (movielens: the 100K u.* files, 1M/10M .dat, or ratings.csv/movies.csv). "
-        "Writes: a validated dataset folder DEST and DEST/report.json (refused rows by reason).",
+        description="Reads: SRC in FORMAT. movielens: a folder of the 100K u.* files, 1M/10M .dat or "
+        "ratings.csv/movies.csv (+ posters/); amazon: Amazon Reviews 2023 <Category>.jsonl + meta_<Category>.jsonl "
+        "(+ images/); hm: H&M articles.csv, customers.csv, transactions_train.csv, images/; retailrocket: "
+        "events.csv, item_properties_part*.csv, category_tree.csv; generic: CSV/Parquet/JSONL files described by "
+        "--map. Writes: a validated dataset folder DEST (Parquet tables, images/, manifest.json) and "
+        "DEST/report.json: rows in, kept, refused and repaired by reason, per table (also printed).",
     )
-    imp.add_argument("format", choices=["movielens"])
+    imp.add_argument("format", choices=IMPORT_FORMATS)
     imp.add_argument("src", metavar="SRC")
     imp.add_argument("dest", metavar="DEST")
-    imp.add_argument("--strict", action="store_true", help="fail on the first refused row")
+    imp.add_argument("--strict", action="store_true", help="fail on the first refused row, naming file, row and column")
+    imp.add_argument("--map", metavar="TOML", help="generic: the column mapping (see data/readers/mapping.py)")
+    imp.add_argument("--posters", metavar="DIR", help="movielens: a folder of <movie id>.jpg (default: SRC/posters)")
     imp.set_defaults(handler=_import)
     check = data.add_parser(
         "validate", help="check a dataset folder", description="Reads: a dataset folder. Writes nothing; prints the report."
@@ -144,12 +199,45 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ablate(args: argparse.Namespace) -> int:
+    from tandemrec.ablation import ablation_table, run_ablation
+
+    names = args.variants.split(",") if args.variants else None
+    print(ablation_table(run_ablation(args.config, Path(args.out), names, list(args.overrides))))
+    return 0
+
+
 def _index(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from tandemrec.config import read_run_config
     from tandemrec.jobs import build_index
 
-    index = build_index(args.run_dir)
-    print(f"indexed {len(index)} items (dim {index.dim}) in {Path(args.run_dir) / 'index'}")
+    given = {
+        "kind": args.kind, "nprobe": args.nprobe, "ef_search": args.ef_search,
+        "min_recall": args.min_recall, "on_low_recall": args.on_low_recall,
+    }
+    config = read_run_config(Path(args.run_dir) / "config.json").index
+    index = build_index(args.run_dir, dataclasses.replace(config, **{k: v for k, v in given.items() if v is not None}))
+    meta = index.metadata
+    print(
+        f"indexed {len(index)} items (dim {index.dim}) in {Path(args.run_dir) / 'index'}: kind {meta['kind']} "
+        f"({index.factory}, {index.search_params or 'exact'}), recall@10 {meta['recall_at_10']:.4f} "
+        f"against exact search on {meta['recall_queries']} user queries"
+    )
     return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from tandemrec.jobs import export_run
+
+    for path in export_run(args.run_dir, _names(args.what), _names(args.formats)):
+        print(path)
+    return 0
+
+
+def _names(text: str) -> list[str]:
+    return [name.strip() for name in text.split(",") if name.strip()]
 
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -164,7 +252,16 @@ def _recommend(args: argparse.Namespace) -> int:
     from tandemrec.retrieval.retriever import Retriever
 
     retriever = Retriever.load(args.run_dir)
+    if args.user not in retriever.vocabs.users:  # a typo here should not quietly print popularity
+        raise ValueError(f"unknown user id '{args.user}': not in this run's data")
     print(retriever.recommend(args.user, args.k, exclude_seen=not args.include_seen).to_frame())
+    return 0
+
+
+def _search(args: argparse.Namespace) -> int:
+    from tandemrec.retrieval.retriever import Retriever
+
+    print(Retriever.load(args.run_dir).search(args.text, args.k).to_frame())
     return 0
 
 
@@ -184,14 +281,17 @@ def _synth(args: argparse.Namespace) -> int:
 
 
 def _import(args: argparse.Namespace) -> int:
-    from tandemrec.data.atomic import atomic_write_json
-    from tandemrec.data.movielens import read_movielens
-    from tandemrec.data.validate import validate
+    from tandemrec.data.importer import import_dataset
 
-    dataset, report = validate(read_movielens(args.src), strict=args.strict)
-    dest = dataset.save(args.dest)
-    atomic_write_json(Path(dest) / "report.json", report.to_dict())
+    options = {}
+    for flag, key, format in (("map", "mapping", "generic"), ("posters", "posters", "movielens")):
+        if getattr(args, flag) is not None:
+            if args.format != format:
+                raise ValueError(f"--{flag} applies to the {format} format only")
+            options[key] = getattr(args, flag)
+    dest, report = import_dataset(args.format, args.src, args.dest, strict=args.strict, **options)
     print(report.summary())
+    print(f"wrote {dest} (report: {dest / 'report.json'})")
     return 0
 
 

@@ -8,18 +8,23 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from tandemrec.data.domains import DomainConfig
 from tandemrec.data.split import SplitConfig
+from tandemrec.retrieval.config import IndexConfig
 from tandemrec.towers.config import TwoTowerConfig, from_dict
 from tandemrec.training.config import TrainConfig
 
 
 @dataclass
 class DataConfig:
-    source: str = "synthetic"  # synthetic | movielens | dataset (a canonical dataset folder)
-    path: str | None = None  # movielens / dataset folder; for synthetic, where to write the shop (default: in the run)
+    # synthetic | dataset (a canonical dataset folder) | a format: movielens, amazon, hm, retailrocket, generic
+    source: str = "synthetic"
+    path: str | None = None  # the source's folder; for synthetic, where to write the shop (default: in the run)
     synthetic: dict[str, Any] = field(default_factory=dict)  # SyntheticShopConfig fields
+    mapping: dict[str, Any] | None = None  # generic: [data.mapping.interactions] etc. (see data/readers/mapping.py)
     events: list[str] | None = None  # keep only these event types (None: all)
     split: SplitConfig = field(default_factory=SplitConfig)
+    domains: DomainConfig = field(default_factory=DomainConfig)  # which events are source, which target
 
 
 @dataclass
@@ -34,11 +39,23 @@ class RunConfig:
     model: TwoTowerConfig = field(default_factory=TwoTowerConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    index: IndexConfig = field(default_factory=IndexConfig)
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
-    """Read a TOML config (None: the embedded demo default) and apply `section.key=value` overrides."""
-    if path is None:
+    """Read a TOML config (None: the embedded demo default) and apply `section.key=value` overrides.
+
+    A config may start with `extends = "demo"` (the embedded default) or `extends = "other.toml"`
+    (relative to the file): it then holds only what differs from that base.
+    """
+    raw = _read_toml(path)
+    for item in overrides:
+        _apply_override(raw, item)
+    return from_dict(RunConfig, raw)
+
+
+def _read_toml(path: str | Path | None) -> dict[str, Any]:
+    if path is None or path == "demo":
         text = resources.files("tandemrec.configs").joinpath("demo.toml").read_text()
         source = "the embedded demo config"
     else:
@@ -50,9 +67,17 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         raise ValueError(f"{source}: not valid TOML: {err}") from err
-    for item in overrides:
-        _apply_override(raw, item)
-    return from_dict(RunConfig, raw)
+    base = raw.pop("extends", None)
+    if base is None:
+        return raw
+    return _merge(_read_toml(base if base == "demo" else Path(path).parent / base), raw)
+
+
+def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in update.items():
+        merged[key] = _merge(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
+    return merged
 
 
 def read_run_config(path: str | Path) -> RunConfig:

@@ -7,24 +7,29 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from tandemrec.config import DataConfig, RunConfig, read_run_config
-from tandemrec.data.atomic import atomic_path, atomic_write_json
+from tandemrec.data.atomic import atomic_write_json
 from tandemrec.data.content import ItemContent
+from tandemrec.data.content_cache import tokenizer_fingerprint
 from tandemrec.data.dataset import Dataset
 from tandemrec.data.errors import DataError
-from tandemrec.data.movielens import read_movielens
+from tandemrec.data.readers import READERS, read
 from tandemrec.data.prepared import PreparedData, prepare
 from tandemrec.data.run_folder import RunFolder
 from tandemrec.data.synthetic import SyntheticShopConfig, make_synthetic_shop
 from tandemrec.data.validate import validate
+from tandemrec.plots import grouped_bars
 from tandemrec.retrieval.embeddings import export_embeddings
 from tandemrec.retrieval.evaluate import evaluate
+from tandemrec.retrieval.config import IndexConfig
 from tandemrec.retrieval.index import ItemIndex
+from tandemrec.retrieval.index_build import build_tuned_index
 from tandemrec.retrieval.retriever import Retriever
 from tandemrec.towers.config import Cardinalities, to_dict
 from tandemrec.towers.inference import embed, frozen_backbone_features
@@ -35,6 +40,7 @@ from tandemrec.training.init_from import init_from
 from tandemrec.training.trainer import Trainer, TrainResult
 
 log = logging.getLogger(__name__)
+EXPORTS = ("items", "users")
 
 
 def load_dataset(config: DataConfig, run: RunFolder) -> Dataset:
@@ -42,14 +48,17 @@ def load_dataset(config: DataConfig, run: RunFolder) -> Dataset:
     if config.source == "synthetic":
         dest = Path(config.path) if config.path else run.root / "shop"
         dataset = make_synthetic_shop(dest, SyntheticShopConfig(**config.synthetic))
-    elif config.source == "movielens":
-        dataset = read_movielens(_existing(config.path, "data.path (a MovieLens folder)"))
+    elif config.source in READERS:
+        options = {"mapping": config.mapping} if config.source == "generic" else {}
+        dataset = read(config.source, _existing(config.path, f"data.path (the {config.source} files)"), **options)
     elif config.source == "dataset":
         dataset = Dataset.load(_existing(config.path, "data.path (a dataset folder)"))
     else:
-        raise DataError(f"data.source must be synthetic, movielens or dataset, got '{config.source}'")
+        sources = ", ".join(["synthetic", "dataset", *READERS])
+        raise DataError(f"data.source must be one of {sources}, got '{config.source}'")
     dataset, report = validate(dataset)
     log.info("validation: %s", report.summary())
+    dataset = dataset.collect()
     if config.events is not None:
         dataset = dataclasses.replace(
             dataset, interactions=dataset.interactions.filter(dataset.interactions["event"].is_in(config.events))
@@ -76,6 +85,7 @@ def item_content(model: TwoTower, data: PreparedData, tokenizer, progress: bool 
         text.max_length if text else 0,
         tower.image.image_size if tower.image is not None else None,
         progress,
+        tokenizer_key=tokenizer_fingerprint(tokenizer) if tokenizer is not None else None,
     )
 
 
@@ -83,8 +93,10 @@ def train(config: RunConfig, run_dir: str | Path, progress: bool = True) -> Trai
     """Prepare the data, build the towers and train; writes config, vocabularies, dataset and model."""
     run = RunFolder(Path(run_dir))
     run.root.mkdir(parents=True, exist_ok=True)
-    dataset = load_dataset(config.data, run)
-    data = prepare(dataset, config.data.split, config.model.user.history_len)
+    # The run's own copy of the dataset is what everything reads, so that its content cache (decoded
+    # pixels, token ids) lives in the run and serves index and evaluate too.
+    dataset = Dataset.load(load_dataset(config.data, run).save(run.dataset))
+    data = prepare(dataset, config.data.split, config.model.user.history_len, config.data.domains)
     vocabs = data.vocabs
     sizes = Cardinalities(
         users=len(vocabs.users),
@@ -96,7 +108,6 @@ def train(config: RunConfig, run_dir: str | Path, progress: bool = True) -> Trai
     config = dataclasses.replace(config, model=model_config)
     atomic_write_json(run.config, to_dict(config))
     vocabs.save(run.vocab)
-    dataset.save(run.dataset)
     model = TwoTower(model_config)
     if config.train.init_from:
         log.info("init from %s: %s", config.train.init_from, init_from(model, vocabs, config.train.init_from).summary())
@@ -111,12 +122,23 @@ def run_tokenizer(run: RunFolder):
     return load_tokenizer(str(folder)) if folder.exists() else None
 
 
-def build_index(run_dir: str | Path, batch_size: int = 256) -> ItemIndex:
-    """Embed the catalogue and the users with the trained model, export both, and build the FAISS index."""
+@dataclasses.dataclass
+class RunEmbeddings:
+    """Item and user vectors computed by a run's saved model, in vocabulary order (index 0 left out)."""
+
+    item_ids: list[str]
+    items: np.ndarray
+    user_ids: list[str]
+    users: np.ndarray
+    model_hash: str
+
+
+def embed_run(run_dir: str | Path, batch_size: int = 256) -> RunEmbeddings:
+    """Embed the catalogue (from its content) and every user (all their events) with the run's model."""
     run = RunFolder(Path(run_dir))
     config = read_run_config(run.config)
     model = load_model(run.model)
-    data = prepare(Dataset.load(run.dataset), config.data.split, model.config.user.history_len)
+    data = prepare(Dataset.load(run.dataset), config.data.split, model.config.user.history_len, config.data.domains)
     content = item_content(model, data, run_tokenizer(run))
     image, text = frozen_backbone_features(model.item_tower, content.batches(batch_size), torch.device("cpu"))
     content.image_features, content.text_features = image, text
@@ -127,10 +149,42 @@ def build_index(run_dir: str | Path, batch_size: int = 256) -> ItemIndex:
         (data.features.batch(users[i : i + batch_size]) for i in range(0, len(users), batch_size)),
         torch.device("cpu"),
     ).numpy()
-    digest = model_hash(run.model)
-    export_embeddings(run.embeddings, "items", data.vocabs.items.ids[1:], items, digest)
-    export_embeddings(run.embeddings, "users", data.vocabs.users.ids[1:], user_vectors, digest)
-    index = ItemIndex.build(items, data.vocabs.items.ids[1:], "Flat", {"model_hash": digest})
+    return RunEmbeddings(
+        data.vocabs.items.ids[1:], items, data.vocabs.users.ids[1:], user_vectors, model_hash(run.model)
+    )
+
+
+def export_run(
+    run_dir: str | Path,
+    what: Sequence[str] = EXPORTS,
+    formats: Sequence[str] = ("parquet",),
+    batch_size: int = 256,
+) -> list[Path]:
+    """Write RUN/embeddings/<what>.<format> (items and/or users) with their manifest entries."""
+    unknown = sorted(set(what) - set(EXPORTS))
+    if unknown or not what:
+        raise ValueError(f"what must name some of {list(EXPORTS)}, got {list(what)}")
+    vectors = embed_run(run_dir, batch_size)
+    tables = {"items": (vectors.item_ids, vectors.items), "users": (vectors.user_ids, vectors.users)}
+    folder = RunFolder(Path(run_dir)).embeddings
+    return [
+        path
+        for name in what
+        for path in export_embeddings(folder, name, *tables[name], vectors.model_hash, tuple(formats))
+    ]
+
+
+def build_index(run_dir: str | Path, config: IndexConfig | None = None, batch_size: int = 256) -> ItemIndex:
+    """Embed the catalogue and the users, export both as Parquet, and build the index `config` asks for
+    (default: the run config's [index]), its recall@10 measured on the users' embeddings."""
+    run = RunFolder(Path(run_dir))
+    config = config or read_run_config(run.config).index
+    vectors = embed_run(run_dir, batch_size)
+    export_embeddings(run.embeddings, "items", vectors.item_ids, vectors.items, vectors.model_hash)
+    export_embeddings(run.embeddings, "users", vectors.user_ids, vectors.users, vectors.model_hash)
+    index = build_tuned_index(
+        vectors.items, vectors.item_ids, vectors.users, config, {"model_hash": vectors.model_hash}
+    )
     index.save(run.index)
     return index
 
@@ -140,7 +194,8 @@ def evaluate_run(run_dir: str | Path, ks: list[int] | None = None) -> dict:
     run = RunFolder(Path(run_dir))
     config = read_run_config(run.config)
     retriever = Retriever.load(run.root)
-    data = prepare(Dataset.load(run.dataset), config.data.split, retriever.model.config.user.history_len)
+    history_len = retriever.model.config.user.history_len
+    data = prepare(Dataset.load(run.dataset), config.data.split, history_len, config.data.domains)
     counts = data.item_frequencies()[1:]
     metrics = evaluate(retriever, data.test, counts, ks or config.eval.ks, data.cold_items - 1)
     atomic_write_json(run.metrics, metrics)
@@ -149,21 +204,10 @@ def evaluate_run(run_dir: str | Path, ks: list[int] | None = None) -> dict:
 
 
 def plot_metrics(metrics: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     names = [k for k in metrics["tandemrec"] if "@" in k and not k.startswith("coverage")]
-    x = np.arange(len(names))
-    fig, ax = plt.subplots(figsize=(max(6, len(names) * 0.7), 4))
-    for offset, system in ((-0.2, "tandemrec"), (0.2, "popularity")):
-        ax.bar(x + offset, [metrics[system][n] for n in names], width=0.4, label=system)
-    ax.set_xticks(x, names, rotation=45, ha="right")
-    ax.set_title("test split, full ranking, seen items excluded")
-    ax.legend()
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
+    grouped_bars(
+        names,
+        {system: [metrics[system][n] for n in names] for system in ("tandemrec", "popularity")},
+        "test split, full ranking, seen items excluded",
+        path,
+    )

@@ -164,10 +164,11 @@ def test_k_larger_than_catalogue(retriever, all_users):
 
 
 def test_unknown_user(retriever, all_users):
-    with pytest.raises(RetrievalError, match=r"unknown user id\(s\) \['nobody-42'\]"):
-        retriever.recommend("nobody-42")
+    """recommend falls back to popularity for users the run does not know (issue 6); embedding them fails."""
+    assert retriever.recommend("nobody-42").source == "popularity"
+    assert [r.source for r in retriever.recommend_batch([all_users[0], "ghost"])] == ["model", "popularity"]
     with pytest.raises(RetrievalError, match=r"\['ghost'\] \(1 in all\)"):
-        retriever.recommend_batch([all_users[0], "ghost"])
+        retriever.user_vectors([all_users[0], "ghost"])
 
 
 def test_unknown_item(retriever):

@@ -166,3 +166,45 @@ def test_cold_items_never_become_training_examples(tmp_path: Path) -> None:
     assert np.array_equal(cold_item_indices(60, 0.25, 0), data.cold_items)
     with pytest.raises(ValueError, match="cold_items must be in"):
         cold_item_indices(60, 1.0, 0)
+
+
+def test_domain_weights_give_source_mean_plus_lambda_target_mean() -> None:
+    from tandemrec.training.loss import InBatchSoftmax, domain_weights
+
+    torch.manual_seed(0)
+    users = torch.nn.functional.normalize(torch.randn(5, 4), dim=1)
+    items = torch.nn.functional.normalize(torch.randn(5, 4), dim=1)
+    ids = torch.arange(5)
+    source = torch.tensor([True, True, True, False, True])
+    target = torch.tensor([False, True, False, True, False])  # row 1 is in both domains
+    loss = InBatchSoftmax()
+    rows = torch.stack([
+        -torch.log_softmax(users[i] @ items.T / 0.1, dim=0)[i] for i in range(5)
+    ])
+    expected = rows[source].mean() + 0.5 * rows[target].mean()
+    got = loss(users, items, ids, 0.1, weights=domain_weights(source, target, 0.5))
+    assert torch.allclose(got, expected, atol=1e-6)
+
+
+def test_training_modes_pick_the_domain_examples() -> None:
+    from tandemrec.data.examples import Examples
+    from tandemrec.training.config import TrainConfig
+    from tandemrec.training.trainer import Trainer
+
+    examples = Examples(
+        users=np.arange(4), items=np.arange(1, 5), times=np.arange(4),
+        source=np.array([True, True, False, True]), target=np.array([False, True, True, False]),
+    )
+
+    def pick(mode: str):
+        trainer = Trainer.__new__(Trainer)
+        trainer.data = type("D", (), {"train": examples})()
+        trainer.config = TrainConfig(domains=mode)
+        return trainer._examples()
+
+    chosen, source, target = pick("joint")
+    assert chosen is examples and source.tolist() == [True, True, False, True] and target.sum() == 2
+    assert pick("source")[0].items.tolist() == [1, 2, 4]
+    assert pick("target")[0].items.tolist() == [2, 3]
+    with pytest.raises(ValueError, match="train.domains must be joint, source or target"):
+        pick("both")

@@ -14,6 +14,10 @@ class TrainConfig:
     embedding_lr: float = 0.05  # TorchRec fused row-wise Adagrad on the embedding tables
     weight_decay: float = 0.01
     logq: bool = True
+    # With source and target domains configured: "joint" trains on L_S + target_weight * L_T,
+    # "source" or "target" on that domain's examples alone (staged training: source, then target).
+    domains: str = "joint"
+    target_weight: float = 1.0
     eval_k: int = 10
     patience: int = 3  # epochs without a better validation recall before stopping
     seed: int = 0

@@ -14,6 +14,7 @@ from torchrec.optim.optimizers import in_backward_optimizer_filter
 from tqdm import tqdm
 
 from tandemrec.data.content import ItemContent
+from tandemrec.data.examples import Examples
 from tandemrec.data.prepared import PreparedData
 from tandemrec.towers.freezing import layerwise_learning_rates
 from tandemrec.towers.inference import embed, frozen_backbone_features
@@ -21,7 +22,7 @@ from tandemrec.towers.serialization import save_model
 from tandemrec.towers.two_tower import TwoTower
 from tandemrec.training import distributed
 from tandemrec.training.config import TrainConfig
-from tandemrec.training.loss import InBatchSoftmax
+from tandemrec.training.loss import InBatchSoftmax, domain_weights
 from tandemrec.training.validation import recall_at_k
 
 @dataclass
@@ -79,7 +80,7 @@ class Trainer:
         optimizer = self._optimizer(dmp)
         log_q = self._log_q() if cfg.logq else None
         autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=env.device.type == "cuda")
-        train = self.data.train
+        train, source, target = self._examples()
         steps = math.ceil(len(train) / cfg.batch_size)
         best = TrainResult(best_epoch=-1, best_recall=-1.0, epochs_run=0, seconds=0.0)
         start, stale = time.perf_counter(), 0
@@ -97,12 +98,18 @@ class Trainer:
                 items_batch = self.content.batch(items - 1).to(env.device)
                 with autocast:
                     user_vec, item_vec = dmp(users_batch, items_batch)
+                weights = None
+                if target is not None:
+                    weights = domain_weights(
+                        torch.from_numpy(source[idx]), torch.from_numpy(target[idx]), cfg.target_weight
+                    ).to(env.device)
                 loss = self.loss_fn(
                     user_vec.float(),
                     item_vec.float(),
                     items.to(env.device),
                     model.temperature,
                     None if log_q is None else log_q[items].to(env.device),
+                    weights,
                 )
                 loss.backward()
                 optimizer.step()
@@ -134,6 +141,21 @@ class Trainer:
                     break
         best.seconds = time.perf_counter() - start
         return best
+
+    def _examples(self) -> tuple[Examples, np.ndarray | None, np.ndarray | None]:
+        """The training examples and, in joint training over two domains, their domain masks."""
+        train, mode = self.data.train, self.config.domains
+        if mode not in ("joint", "source", "target"):
+            raise ValueError(f"train.domains must be joint, source or target, got '{mode}'")
+        if train.target is None or not train.target.any():
+            if mode == "target":
+                raise ValueError("train.domains='target' but the data has no target-domain training events")
+            return train, None, None
+        source = train.source if train.source is not None else np.ones(len(train), dtype=bool)
+        if mode == "joint":
+            return train, source, train.target
+        keep = np.flatnonzero(source if mode == "source" else train.target)
+        return Examples(train.users[keep], train.items[keep], train.times[keep]), None, None
 
     def _optimizer(self, dmp) -> CombinedOptimizer:
         cfg = self.config

@@ -2,12 +2,13 @@
 
 Readers parse lazily (polars plans), so a structural problem deep in a file surfaces only when the plan
 runs; the cheap checks here (the path is a file, it is not empty, it has data after its header, its last
-line is complete) run at once, and `locate_line` finds the line behind a parser's error afterwards.
+line is complete) run at once; `numbered_lines` serves the readers' locators, which find the line behind
+a parser's error afterwards.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 from tandemrec.data.errors import DataError
@@ -72,24 +73,13 @@ def numbered_lines(path: Path, encoding: str) -> Iterator[tuple[int, str]]:
             yield number, _decode(path, line, encoding, number).rstrip("\r\n")
 
 
-def locate_line(
-    path: Path, encoding: str, problem: Callable[[int, str], str | None], error: Exception
-) -> DataError:
-    """The first line for which `problem` says what is wrong (or that is not in `encoding`), as a
-    DataError; a parser's `error` is passed on when no line is to blame. Runs only on an error path."""
-    for number, line in numbered_lines(path, encoding):
-        found = problem(number, line)
-        if found:
-            return DataError.at(str(path), found, row=number, row_label="line")
-    return DataError(f"{path}: unreadable ({error})")
-
-
 def _decode(path: Path, data: bytes, encoding: str, line: int) -> str:
     try:
         return data.decode(encoding)
     except UnicodeDecodeError as err:
         byte = data[err.start : err.start + 1].hex()
-        hint = " (set encoding = 'latin-1' or 'cp1252' if that is how it was written)" if encoding.startswith("utf") else ""
-        raise DataError.at(
-            str(path), f"byte 0x{byte} at column {err.start + 1} is not valid {encoding}{hint}", row=line, row_label="line"
-        ) from None
+        hint = ""
+        if encoding.lower().startswith("utf"):
+            hint = " (set encoding = 'latin-1' or 'cp1252' if that is how it was written)"
+        problem = f"byte 0x{byte} at column {err.start + 1} is not valid {encoding}{hint}"
+        raise DataError.at(str(path), problem, row=line, row_label="line") from None

@@ -7,12 +7,14 @@ counts as missing, as an empty CSV field does.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 
 import polars as pl
 
 from tandemrec.data.dataset import TIMESTAMP
-from tandemrec.data.intake import Rule, raw
+from tandemrec.data.errors import DataError
+from tandemrec.data.intake import ROW, Rule, TableSource, helper_columns, raw
 
 # The lowest age of each band (as MovieLens 1M codes them), so that ages of any source bucket alike.
 AGE_BANDS = (
@@ -50,18 +52,23 @@ def number(column: str) -> pl.Expr:
     return pl.col(column).str.strip_chars().cast(pl.Float64, strict=False)
 
 
-def epoch(column: str, unit: str) -> pl.Expr:
-    """Epoch numbers in `unit` (s, ms, us, ns, or auto: each value by its magnitude) as UTC timestamps.
+def epoch(column: str, unit: str, numeric: bool = False) -> pl.Expr:
+    """Epoch numbers in `unit` (s, ms, us, ns, or auto: each value by its magnitude) as UTC timestamps,
+    from text (or from a numeric column when `numeric`).
 
     Values too large for the unit come out as the latest representable time, so that validation refuses
     them as out of range rather than seeing a wrapped-around date.
     """
     if unit not in (*_UNITS, "auto"):
         raise ValueError(f"timestamp unit must be one of s, ms, us, ns, auto; got {unit!r}")
-    value = pl.col(column).str.strip_chars()
-    integer = value.cast(pl.Int64, strict=False)
-    # "1.5e9" or "881250949.0" (a float export of integer seconds) still parse, to the microsecond.
-    n = pl.coalesce(integer, value.cast(pl.Float64, strict=False).round().cast(pl.Int64, strict=False))
+    if numeric:
+        n = pl.col(column).cast(pl.Int64)
+    else:
+        value = pl.col(column).str.strip_chars()
+        # "1.5e9" or "881250949.0" (a float export of integer seconds) still parse.
+        n = pl.coalesce(
+            value.cast(pl.Int64, strict=False), value.cast(pl.Float64, strict=False).round().cast(pl.Int64, strict=False)
+        )
     if unit == "auto":
         micros = pl.when(n.abs() < _UNITS["s"][1]).then(_scaled(n, "s"))
         micros = micros.when(n.abs() < _UNITS["ms"][1]).then(_scaled(n, "ms"))
@@ -76,7 +83,7 @@ def _scaled(n: pl.Expr, unit: str) -> pl.Expr:
     if factor is None:
         return n // 1_000
     limit = _INT64_MAX // factor
-    return pl.when(n.abs() <= limit).then(n * factor).otherwise(pl.lit(_INT64_MAX))
+    return pl.when(n.abs() <= limit).then(n * factor).when(n.is_not_null()).then(pl.lit(_INT64_MAX))
 
 
 def datetime_text(column: str, format: str | None = None) -> pl.Expr:
@@ -90,8 +97,14 @@ def datetime_text(column: str, format: str | None = None) -> pl.Expr:
 
 
 def timestamp(column: str, unit: str | None = None, format: str | None = None) -> pl.Expr:
-    """Epoch numbers when `unit` is given, else text timestamps (see `datetime_text`)."""
-    return epoch(column, unit) if unit else datetime_text(column, format)
+    """Text timestamps: epoch numbers in `unit`, or text in `format`; with neither, each value is read
+    as an epoch number (unit by magnitude) when it is one, else as ISO 8601 text."""
+    if unit:
+        return epoch(column, unit)
+    if format:
+        return datetime_text(column, format)
+    looks_numeric = pl.col(column).str.strip_chars().str.contains(r"^-?[0-9]+(\.[0-9]*)?([eE][0-9]+)?$")
+    return pl.when(looks_numeric).then(epoch(column, "auto")).otherwise(datetime_text(column))
 
 
 def mapped(column: str, mapping: Mapping[str, str]) -> pl.Expr:
@@ -100,8 +113,8 @@ def mapped(column: str, mapping: Mapping[str, str]) -> pl.Expr:
 
 
 def age_band(column: str) -> pl.Expr:
-    """Integer ages (as text) to the bands of AGE_BANDS; null if not an integer."""
-    age = pl.col(column).str.strip_chars().cast(pl.Int64, strict=False)
+    """Ages (as text, "49" or "49.0") to the bands of AGE_BANDS; null if not a number."""
+    age = pl.col(column).str.strip_chars().cast(pl.Float64, strict=False)
     band = pl.when(age.is_null()).then(None)
     for lowest, name in reversed(AGE_BANDS):
         band = band.when(age >= lowest).then(pl.lit(name))
@@ -117,3 +130,44 @@ def parse(column: str, source: str, expr: pl.Expr) -> list[pl.Expr]:
 def unparsable(reason: str, column: str) -> Rule:
     """Refuse rows whose source text for `column` was there but did not parse."""
     return Rule(reason, raw(column), pl.col(raw(column)).is_not_null() & pl.col(column).is_null())
+
+
+@dataclass
+class TableBuilder:
+    """Collects a table's canonical columns from source columns, with the refusal rules of what is
+    parsed and the source name of each column, so that every reader accounts its tables alike."""
+
+    exprs: list[pl.Expr] = field(default_factory=lambda: [pl.col(ROW)])
+    rules: list[Rule] = field(default_factory=list)
+    names: dict[str, str] = field(default_factory=dict)
+
+    def text(self, column: str, source: str) -> TableBuilder:
+        self.exprs.append(text(source).alias(column))
+        self.names[column] = source
+        return self
+
+    def expr(self, column: str, expr: pl.Expr, source: str | None = None) -> TableBuilder:
+        self.exprs.append(expr.alias(column))
+        if source:
+            self.names[column] = source
+        return self
+
+    def parsed(self, column: str, source: str, expr: pl.Expr, reason: str) -> TableBuilder:
+        """`column` = `expr` of `source`; rows where the text is there but `expr` is null are refused."""
+        self.exprs.extend(parse(column, source, expr))
+        self.rules.append(unparsable(reason, column))
+        self.names[column] = self.names[raw(column)] = source
+        return self
+
+    def build(
+        self,
+        frame: pl.LazyFrame,
+        file: str,
+        row_label: str,
+        locate: Callable[[Exception], DataError | None] | None,
+    ) -> tuple[pl.LazyFrame, TableSource]:
+        """The table's plan (the scan's own helper columns, such as `__file`, carried along) and source."""
+        made = {expr.meta.output_name() for expr in self.exprs}
+        carried = [pl.col(c) for c in helper_columns(frame.collect_schema().names()) if c not in made]
+        table = frame.select(*self.exprs, *carried)
+        return table, TableSource(file, row_label, dict(self.names), list(self.rules), locate=locate)

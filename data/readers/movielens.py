@@ -1,14 +1,14 @@
 """Readers for the MovieLens families (100K; 1M/10M `.dat`; ml-latest, 20M, 25M, 32M `.csv`).
 
 MovieLens is the public benchmark most recommender work is compared on, and its posters make it
-multimodal. Every rating becomes an event "rating" with the rating as value; the event mapping of a
-shop (views, purchases) is left to configuration. Ratings files run to tens of millions of lines, so they
-are parsed by polars; the small movie and user files by Python, which knows each line number.
+multimodal. Every rating becomes an event "rating" with the rating as value; which ratings count as the
+target domain is configuration (`data.domains`). Ratings files run to tens of millions of lines, so they
+are scanned lazily by polars, a line that does not parse being refused and counted by validation; the small
+movie and user files are parsed by Python, and any bad line in them is an error naming it.
 """
 
 from __future__ import annotations
 
-import bisect
 import csv
 import io
 import os
@@ -18,8 +18,11 @@ from pathlib import Path
 
 import polars as pl
 
-from tandemrec.data.dataset import TIMESTAMP, Dataset
+from tandemrec.data.dataset import Dataset
 from tandemrec.data.errors import DataError
+from tandemrec.data.intake import HELPER_PREFIX, ROW, Intake, Rule, TableSource, raw
+from tandemrec.data.readers.files import has_data_after_header, last_line_if_cut, require_file
+from tandemrec.data.readers.parse import age_band, epoch, integer_id, number, parse, unparsable
 
 GENRES_100K = (
     "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary", "Drama",
@@ -32,37 +35,36 @@ OCCUPATIONS_1M = (
     "programmer", "retired", "sales/marketing", "scientist", "self-employed", "technician/engineer",
     "tradesman/craftsman", "unemployed", "writer",
 )
-# The 1M age bands by lowest age; 1M stores that lowest age as the code, so one bucketing serves both.
-AGE_BANDS = (
-    (0, "<18"), (18, "18-24"), (25, "25-34"), (35, "35-44"), (45, "45-49"), (50, "50-55"), (56, "56+"),
-)
 _NO_GENRES = "(no genres listed)"
 _RELEASE_YEAR = re.compile(r"\d{1,2}-[A-Za-z]{3}-(\d{4})$")
-_LINE = "__line"
+_RATING_COLUMNS = ("user_id", "item_id", "value", "timestamp")
 
 
 def read_movielens(path: str | Path, posters: str | Path | None = None) -> Dataset:
     """Read a MovieLens folder into the canonical tables, detecting the family from its files.
 
-    `posters` is a folder of `<movie id>.jpg`; by default `path/posters` when it exists. The rows are
-    not validated here: `validate` counts what it refuses.
+    `posters` is a folder of `<movie id>.jpg`; by default `path/posters` when it exists. The interactions
+    are a lazy plan over the ratings file; `validate` counts what it refuses (`strict` there: the first
+    refusal is an error naming the line).
     """
     folder = Path(path)
+    if folder.is_file():
+        raise DataError(f"{folder}: is a file, expected a MovieLens folder")
     if not folder.is_dir():
         raise DataError(f"{folder}: no such folder, expected a MovieLens folder")
     if (folder / "u.data").is_file():
-        interactions = _read_ratings(folder / "u.data", "\t", ("user id", "item id", "rating", "timestamp"))
-        items = _read_u_item(folder)
+        ratings = _read_ratings(folder / "u.data", "\t", ("user id", "item id", "rating", "timestamp"))
+        items, items_file, users_file = _read_u_item(folder), "u.item", "u.user"
         users = _read_u_user(folder / "u.user") if (folder / "u.user").is_file() else None
     elif (folder / "ratings.csv").is_file():
         header = ("userId", "movieId", "rating", "timestamp")
-        interactions = _read_ratings(folder / "ratings.csv", ",", header, has_header=True)
-        items = _read_movies_csv(folder / "movies.csv")
+        ratings = _read_ratings(folder / "ratings.csv", ",", header, has_header=True)
+        items, items_file, users_file = _read_movies_csv(folder / "movies.csv"), "movies.csv", ""
         users = None
     elif (folder / "ratings.dat").is_file():
         names = ("UserID", "MovieID", "Rating", "Timestamp")
-        interactions = _read_ratings(folder / "ratings.dat", "::", names)
-        items = _read_movies_dat(folder / "movies.dat")
+        ratings = _read_ratings(folder / "ratings.dat", "::", names)
+        items, items_file, users_file = _read_movies_dat(folder / "movies.dat"), "movies.dat", "users.dat"
         users = _read_users_dat(folder / "users.dat") if (folder / "users.dat").is_file() else None
     else:
         raise DataError(
@@ -71,7 +73,12 @@ def read_movielens(path: str | Path, posters: str | Path | None = None) -> Datas
         )
     root = folder.resolve()
     items = items.with_columns(image=_poster_paths(items["item_id"], posters, root))
-    return Dataset(interactions=interactions, items=items, users=users, root=root, name=root.name)
+    interactions, source = ratings
+    tables = {"interactions": source, "items": TableSource(items_file, "line")}
+    if users is not None:
+        tables["users"] = TableSource(users_file, "line")
+    intake = Intake(tables)
+    return Dataset(interactions=interactions, items=items, users=users, root=root, name=root.name, intake=intake)
 
 
 def _bad_line(file: Path, line: int, problem: str, column: str | None = None) -> DataError:
@@ -80,61 +87,79 @@ def _bad_line(file: Path, line: int, problem: str, column: str | None = None) ->
 
 def _read_ratings(
     file: Path, separator: str, names: tuple[str, str, str, str], has_header: bool = False
-) -> pl.DataFrame:
-    """(user, item, rating, unix seconds) lines -> canonical interactions; a bad line is a DataError."""
-    fields = _scan_fields(file, separator, names, has_header)
-    kinds = dict(zip(names, (pl.Int64, pl.Int64, pl.Float64, pl.Int64)))
-    parsed = fields.with_columns(
-        pl.col(name).str.strip_chars().cast(kind, strict=False) for name, kind in kinds.items()
-    )
-    bad = parsed.filter(pl.any_horizontal(pl.col(name).is_null() for name in names))
-    if not bad.is_empty():
-        line = bad[_LINE][0]
-        given = fields.filter(pl.col(_LINE) == line).row(0, named=True)
-        column = next(name for name in names if bad[name][0] is None)
-        expected = "an integer" if kinds[column] == pl.Int64 else "a number"
-        problem = "missing field" if given[column] is None else f"expected {expected}, got {given[column]!r}"
-        raise _bad_line(file, line, problem, column)
-    user, item, rating, seconds = names
-    return parsed.select(
-        pl.col(user).cast(pl.String).alias("user_id"),
-        pl.col(item).cast(pl.String).alias("item_id"),
-        pl.from_epoch(seconds, time_unit="s").dt.replace_time_zone("UTC").cast(TIMESTAMP).alias("timestamp"),
-        pl.lit("rating").alias("event"),
-        pl.col(rating).alias("value"),
-    )
+) -> tuple[pl.LazyFrame, TableSource]:
+    """(user, item, rating, unix seconds) lines -> a plan of canonical interactions and its source.
 
-
-def _scan_fields(file: Path, separator: str, names: tuple[str, ...], has_header: bool) -> pl.DataFrame:
-    """The raw String fields of every non-blank line, with its line number in `__line`."""
-    first_line = 2 if has_header else 1
+    A line with a field missing or not a number is refused by validation, counted by reason; a line
+    with too many fields, or single ':' where '::' separates, is an error naming it.
+    """
+    require_file(file, f"MovieLens ratings ({separator.join(names)})")
     if has_header:
         _check_header(file, separator, names)
+        if not has_data_after_header(file):
+            raise DataError(f"{file}: has a header but no data rows, expected ratings")
+    cut = last_line_if_cut(file)
+    if cut is not None and cut[1].strip() and len(cut[1].split(separator)) < len(names):
+        found = len(cut[1].split(separator))
+        raise _bad_line(file, cut[0], f"{found} fields, expected {len(names)}: the file ends mid-line (truncated?)")
+    fields, gaps = _scan_fields(file, separator, names, has_header)
+    gap_rule = f"expected {len(names)} fields separated by '::'"
+    user, item, rating, seconds = names
+    frame = fields.select(
+        ROW,
+        *parse("user_id", user, integer_id(user)),
+        *parse("item_id", item, integer_id(item)),
+        *parse("timestamp", seconds, epoch(seconds, "s")),
+        pl.lit("rating").alias("event"),
+        *parse("value", rating, number(rating)),
+        *gaps,
+    )
+    gap_rules = [Rule(gap_rule, None, pl.col(gap).is_not_null(), fatal=True) for gap in gaps]
+    missing = [Rule("missing field", raw(c), pl.col(raw(c)).is_null()) for c in _RATING_COLUMNS]
+    rules = [
+        *gap_rules,
+        *missing,
+        unparsable("unparsable id", "user_id"),
+        unparsable("unparsable id", "item_id"),
+        unparsable("unparsable rating", "value"),
+        unparsable("unparsable timestamp", "timestamp"),
+    ]
+    source_names = dict(zip(_RATING_COLUMNS, (user, item, rating, seconds)))
+    columns = {**source_names, **{raw(c): name for c, name in source_names.items()}}
+
+    def locate(error: Exception) -> DataError | None:
+        return _ragged_line(file, separator, len(names), 2 if has_header else 1)
+
+    return frame, TableSource(file.name, "line", columns, rules, locate=locate)
+
+
+def _scan_fields(
+    file: Path, separator: str, names: tuple[str, ...], has_header: bool
+) -> tuple[pl.LazyFrame, list[str]]:
+    """The raw String fields of every non-blank line, with its line number in `__row`; and, for "::"
+    files, the gaps between the fields as helper columns (a stray ':' fills one)."""
+    first_line = 2 if has_header else 1
     # polars takes one-byte separators: "::" is read as ":", leaving an empty field between each pair.
     step = 2 if separator == "::" else 1
     width = step * (len(names) - 1) + 1
-    try:
-        raw = pl.read_csv(
-            file,
-            separator=separator[0],
-            has_header=False,
-            skip_lines=first_line - 1,
-            schema={f"f{k}": pl.String for k in range(width)},
-            quote_char=None,
-            encoding="utf8-lossy",
-        )
-    except pl.exceptions.ComputeError as error:
-        located = _ragged_line(file, separator, len(names), first_line)
-        raise located or DataError(f"{file}: unreadable ({error})") from error
+    scanned = pl.scan_csv(
+        file,
+        separator=separator[0],
+        has_header=False,
+        skip_lines=first_line - 1,
+        schema={f"f{k}": pl.String for k in range(width)},
+        quote_char=None,
+        encoding="utf8-lossy",
+    )
     # polars keeps blank lines as all-null rows, so row k is line first_line + k.
-    raw = raw.with_row_index(_LINE, offset=first_line)
-    gaps = [pl.col(f"f{k}") for k in range(1, width, step)] if step == 2 else []
-    if gaps:
-        stray = raw.filter(pl.any_horizontal(gap.is_not_null() for gap in gaps))
-        if not stray.is_empty():
-            raise _bad_line(file, stray[_LINE][0], f"expected {len(names)} fields separated by '::'")
-    fields = raw.select(pl.col(_LINE), *(pl.col(f"f{step * k}").alias(name) for k, name in enumerate(names)))
-    return fields.filter(pl.any_horizontal(pl.col(name).is_not_null() for name in names))
+    scanned = scanned.with_row_index(ROW, offset=first_line)
+    gaps = {f"f{k}": f"{HELPER_PREFIX}gap{k}" for k in range(1, width, step)} if step == 2 else {}
+    fields = scanned.select(
+        pl.col(ROW),
+        *(pl.col(f"f{step * k}").alias(name) for k, name in enumerate(names)),
+        *(pl.col(field).alias(gap) for field, gap in gaps.items()),
+    )
+    return fields.filter(pl.any_horizontal(pl.col(name).is_not_null() for name in names)), list(gaps.values())
 
 
 def _check_header(file: Path, separator: str, names: tuple[str, ...]) -> None:
@@ -265,24 +290,21 @@ def _split_genres(genres: str) -> list[str]:
     return [] if genres in ("", _NO_GENRES) else genres.split("|")
 
 
-def _age_band(age: int) -> str:
-    band = bisect.bisect_right([lowest for lowest, _ in AGE_BANDS], age) - 1
-    return AGE_BANDS[max(band, 0)][1]
-
-
 def _users_frame(rows: list[tuple[str, str, str, str, str | None]]) -> pl.DataFrame:
-    columns = ("user_id", "age_band", "gender", "occupation", "zip_prefix")
-    return pl.DataFrame(
+    """(id, age, gender, occupation, zip prefix) rows -> users, ages bucketed into bands."""
+    columns = ("user_id", "age", "gender", "occupation", "zip_prefix")
+    frame = pl.DataFrame(
         {column: [row[k] for row in rows] for k, column in enumerate(columns)},
         schema={column: pl.String for column in columns},
     )
+    return frame.select("user_id", age_band("age").alias("age_band"), "gender", "occupation", "zip_prefix")
 
 
 def _read_u_user(file: Path) -> pl.DataFrame:
     rows = []
     for number, record in _records(file, "|", ("user id", "age", "gender", "occupation", "zip code")):
         user_id = str(_integer(file, number, "user id", record["user id"]))
-        age = _age_band(_integer(file, number, "age", record["age"]))
+        age = str(_integer(file, number, "age", record["age"]))
         rows.append((user_id, age, record["gender"], record["occupation"], record["zip code"][:1] or None))
     return _users_frame(rows)
 
@@ -291,7 +313,7 @@ def _read_users_dat(file: Path) -> pl.DataFrame:
     rows = []
     for number, record in _records(file, "::", ("UserID", "Gender", "Age", "Occupation", "Zip-code")):
         user_id = str(_integer(file, number, "UserID", record["UserID"]))
-        age = _age_band(_integer(file, number, "Age", record["Age"]))
+        age = str(_integer(file, number, "Age", record["Age"]))
         code = _integer(file, number, "Occupation", record["Occupation"])
         if not 0 <= code < len(OCCUPATIONS_1M):
             expected = f"expected a code in 0..{len(OCCUPATIONS_1M) - 1}"
