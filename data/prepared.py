@@ -54,14 +54,19 @@ class PreparedData:
         tokenizer_key: str | None = None,
     ) -> ItemContent:
         """Tokens and pixels of the catalogue, cached in the dataset folder's `cache/` when the dataset is
-        a writable dataset folder (token ids only when `tokenizer_key` says which tokenizer made them)."""
+        a writable dataset folder (token ids only when `tokenizer_key` says which tokenizer made them).
+
+        An item without training events gets id 0 (unknown): its id embedding was never trained, so the
+        item tower masks it and embeds the item from its content alone, as it does a new item.
+        """
         catalogue = self.catalogue()
         category = (
             catalogue["category"].fill_null("") if "category" in catalogue.columns else pl.Series([""] * catalogue.height)
         )
+        ids = self.vocabs.items.encode(catalogue["item_id"])
         return build_item_content(
             catalogue,
-            self.vocabs.items.encode(catalogue["item_id"]),
+            np.where(self.item_frequencies()[ids] > 0, ids, 0),
             self.vocabs.categories.encode(category, unknown="zero"),
             self.dataset.root,
             tokenize,
