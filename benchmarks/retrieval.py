@@ -15,6 +15,7 @@ run, measurements interleaved, best of several repeats: these machines are noisy
 
     .venv/bin/python benchmarks/retrieval.py                       # 100K and 1M, all kinds (~15 min, 2 cores)
     .venv/bin/python benchmarks/retrieval.py --sizes 20000 --kinds flat,ivf --out /tmp/r.md
+    .venv/bin/python benchmarks/retrieval.py --threads 1    # steadier when another job holds a core
 """
 from __future__ import annotations
 
@@ -44,7 +45,7 @@ QUERIES = 1_000
 TARGET_RECALL = 0.95
 SINGLE_SECONDS = 3.0  # time spent on one-at-a-time queries per kind (at most SINGLE_MAX queries)
 SINGLE_MAX = 500
-REPEATS = 3
+REPEATS = 5
 RESULTS = Path(__file__).parent / "results" / "retrieval.md"
 
 
@@ -206,7 +207,10 @@ def main() -> None:
         "--kinds", default="flat,ivf,ivfpq,hnsw", help="comma-separated kinds; flat first (the exact reference)"
     )
     parser.add_argument("--out", type=Path, default=RESULTS, help=f"markdown results file (default: {RESULTS})")
+    parser.add_argument("--threads", type=int, help="FAISS OpenMP threads (default: FAISS's, one per core)")
     args = parser.parse_args()
+    if args.threads:
+        faiss.omp_set_num_threads(args.threads)
     kinds = args.kinds.split(",")
     if kinds[0] != "flat":
         parser.error("--kinds must start with flat: it is the exact reference for recall and speed-up")

@@ -86,13 +86,15 @@ class ItemIndex:
         *,
         search: dict[str, int] | None = None,
         train_size: int | None = None,
+        ef_construction: int | None = None,
         seed: int = 0,
     ) -> "ItemIndex":
         """Index `vectors` (n, d) under `ids`; `factory` is a FAISS index_factory string ("Flat" is exact).
 
         Quantisers (IVF centroids, PQ codebooks) are trained on `train_size` rows sampled with `seed` (None:
-        all rows). When FAISS sees GPUs, training and adding run there and the index is brought back to the
-        CPU, where it is saved and searched. IVF kinds get a direct map, so stored vectors can be read back.
+        all rows); an HNSW graph links each node with `ef_construction` candidates (None: FAISS's default).
+        When FAISS sees GPUs, training and adding run there and the index is brought back to the CPU, where
+        it is saved and searched. IVF kinds get a direct map, so stored vectors can be read back.
         """
         vectors = _as_matrix(vectors, "vectors", None)
         ids = _check_ids(ids, "ids")  # before any training, which may be slow
@@ -102,6 +104,10 @@ class ItemIndex:
             index = faiss.index_factory(vectors.shape[1], factory, faiss.METRIC_INNER_PRODUCT)
         except RuntimeError as e:
             raise RetrievalError(f"factory {factory!r} is not a FAISS index factory string: {e}") from e
+        if ef_construction is not None:
+            if not isinstance(index, faiss.IndexHNSW):
+                raise RetrievalError(f"ef_construction applies to HNSW indexes, not to {factory!r}")
+            index.hnsw.efConstruction = ef_construction
         index = _train_and_add(index, vectors, train_size, seed)
         ivf = faiss.try_extract_index_ivf(index)
         if ivf is not None:

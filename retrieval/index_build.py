@@ -52,7 +52,7 @@ def build_tuned_index(
     search = {name: fixed.get(name, value) for name, value in plan.search.items()}
     index = ItemIndex.build(
         vectors, ids, plan.factory, {**(metadata or {}), "kind": plan.kind},
-        search=search, train_size=plan.train_size, seed=seed,
+        search=search, train_size=plan.train_size, ef_construction=plan.ef_construction, seed=seed,
     )
     rng = np.random.default_rng(seed)
     sample = queries[np.sort(rng.choice(len(queries), min(len(queries), config.recall_queries), replace=False))]

@@ -15,6 +15,9 @@ from tandemrec.retrieval.errors import RetrievalError
 
 FLAT_MAX = 50_000  # below this many items exact search is cheap enough that approximation buys nothing
 HNSW_M = 32  # graph neighbours per node
+# Candidates kept while linking a node. FAISS's default (40) leaves clustered catalogues badly connected: on
+# 300K clustered vectors recall@10 at efSearch 32 was 0.82 with 40 and 0.99 with 80 (benchmarks/retrieval.py).
+HNSW_EF_CONSTRUCTION = 80
 IVF_POINTS_PER_LIST = 40  # training rows per inverted list (FAISS warns below 39)
 IVF_FIRST_NPROBE_SHARE = 128  # tuning starts at nprobe = nlist / 128 ...
 FIRST_EF_SEARCH = 32  # ... and efSearch = 32, then doubles until the recall target is met
@@ -28,6 +31,7 @@ class IndexPlan:
     factory: str
     search: dict[str, int] = field(default_factory=dict)  # nprobe (IVF) or efSearch (HNSW); none for flat
     train_size: int | None = None  # rows sampled to train quantisers; None: nothing to train
+    ef_construction: int | None = None  # HNSW only
 
 
 def plan_index(kind: str, n: int, dim: int, memory_budget: int | None = None) -> IndexPlan:
@@ -39,7 +43,7 @@ def plan_index(kind: str, n: int, dim: int, memory_budget: int | None = None) ->
     if kind == "flat":
         return IndexPlan("flat", "Flat")
     if kind == "hnsw":
-        return IndexPlan("hnsw", f"HNSW{HNSW_M}", {"efSearch": FIRST_EF_SEARCH})
+        return IndexPlan("hnsw", f"HNSW{HNSW_M}", {"efSearch": FIRST_EF_SEARCH}, ef_construction=HNSW_EF_CONSTRUCTION)
     nlist = ivf_lists(n)
     train_size = min(n, IVF_POINTS_PER_LIST * nlist)
     search = {"nprobe": max(1, nlist // IVF_FIRST_NPROBE_SHARE)}
