@@ -13,7 +13,7 @@ index with the same parameters (ItemCatalogue.search, the path of Retriever.sear
 Retriever query: checks, filters, exclusions, id mapping, result objects). All ratios come from the same
 run, measurements interleaved, best of several repeats: these machines are noisy.
 
-    .venv/bin/python benchmarks/retrieval.py                       # 100K and 1M, all kinds (~15 min, 2 cores)
+    .venv/bin/python benchmarks/retrieval.py                       # 100K and 1M, all kinds (~20 min)
     .venv/bin/python benchmarks/retrieval.py --sizes 20000 --kinds flat,ivf --out /tmp/r.md
     .venv/bin/python benchmarks/retrieval.py --threads 1    # steadier when another job holds a core
 """

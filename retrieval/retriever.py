@@ -261,8 +261,10 @@ class Retriever:
             text.max_length if text else 0,
             tower.image.image_size if tower.image is not None else None,
         )
-        self.items.add(self._embed_items(content), ids, category.to_list())
-        self.catalogue = pl.concat([self.catalogue, items], how="diagonal_relaxed")
+        vectors = self._embed_items(content)
+        with self._lock:  # one add at a time, so that the index and the items table stay in step
+            self.items.add(vectors, ids, category.to_list())
+            self.catalogue = pl.concat([self.catalogue, items], how="diagonal_relaxed")
         return ids
 
     def remove_items(self, item_ids: Sequence[str]) -> None:

@@ -1,5 +1,5 @@
 """Embedding export in Parquet, .npy and safetensors: read back equals the model, manifests are checked,
-and the `export` and `index` verbs write what they say."""
+and the `export`, `index` and `search` verbs do what they say."""
 
 import json
 import shutil
@@ -128,3 +128,11 @@ def test_index_verb_builds_the_asked_kind_and_reports_recall(exported, capsys):
     assert main(["index", str(exported), "--kind", "ivf", "--nprobe", "1", "--min-recall", "1.0"]) == 1
     assert "below index.min_recall=1.0" in capsys.readouterr().err
     assert json.loads((exported / "index" / "manifest.json").read_text())["kind"] == "hnsw"  # left as it was
+
+
+def test_search_verb_prints_the_matches(exported, capsys):
+    assert main(["search", str(exported), "brass lamp", "-k", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "item_id" in out and "(3, 3)" in out  # polars prints the table shape: 3 rows, 3 columns
+    assert main(["search", str(exported), "   "]) == 1
+    assert "text queries must be non-empty strings" in capsys.readouterr().err

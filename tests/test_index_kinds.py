@@ -150,7 +150,8 @@ def test_plans_follow_the_catalogue():
     assert plan_index("ivf", 120, 8).factory == "IVF3,Flat"  # at least 40 training rows per list
     assert plan_index("ivfpq", 120, 8).factory == "IVF3,PQ2x6"  # 64 codes: no more than the rows
     assert plan_index("auto", 1000, 128).kind == "flat"
-    assert choose_kind(1_000_000, 128, memory_budget=10 * 2**30) == "ivf"
+    assert choose_kind(1_000_000, 128, memory_budget=10 * 2**30) == "hnsw"
+    assert choose_kind(1_000_000, 128, memory_budget=600 * 2**20) == "ivf"  # vectors fit, the graph does not
     assert choose_kind(1_000_000, 128, memory_budget=100 * 2**20) == "ivfpq"
     with pytest.raises(RetrievalError, match="index kind must be one of"):
         plan_index("annoy", 10, 8)

@@ -9,7 +9,8 @@ import polars as pl
 import pytest
 from PIL import Image
 
-from conftest import tiny_config
+from conftest import TINY_OVERRIDES, tiny_config
+from tandemrec.config import load_config
 from tandemrec.data.synthetic import CLASSES
 from tandemrec.retrieval.errors import RetrievalError
 from tandemrec.retrieval.filters import ItemFilter
@@ -26,7 +27,10 @@ def search_run(tmp_path_factory):
     from tandemrec.jobs import build_index, train
 
     run = tmp_path_factory.mktemp("search") / "run"
-    train(tiny_config("model.item.modality_dropout=0.5", "train.epochs=4"), run, progress=False)
+    # The shipped pretrained MiniLM (frozen, as in the demo) instead of the tiny random BERT: product
+    # search is the text path, and 4 epochs on a tiny shop are too few to teach a random encoder words.
+    overrides = [o for o in TINY_OVERRIDES if not o.startswith("model.item.text.")]
+    train(load_config(None, [*overrides, "model.item.modality_dropout=0.5", "train.epochs=4"]), run, progress=False)
     build_index(run)
     return run
 
