@@ -6,7 +6,7 @@ leak into the features, in training as in evaluation.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -98,6 +98,11 @@ class UserFeatures:
     @property
     def keys(self) -> list[str]:
         return [USER_ID, *self.attribute_names, HISTORY]
+
+    def batches(self, users: np.ndarray, times: np.ndarray | None, size: int) -> Iterator[UserBatch]:
+        """`batch` over `users` (and their `times`), `size` users at a time, in order."""
+        for start in range(0, len(users), size):
+            yield self.batch(users[start : start + size], None if times is None else times[start : start + size])
 
     def batch(self, users: np.ndarray, times: np.ndarray | None = None) -> UserBatch:
         """Features of `users` as they were just before `times` (None: after every logged event)."""

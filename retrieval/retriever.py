@@ -109,10 +109,7 @@ class Retriever:
         return self.embed_users(self._user_index(user_ids), times)
 
     def embed_users(self, users: np.ndarray, times: np.ndarray | None = None) -> np.ndarray:
-        batches = (
-            self.features.batch(users[i : i + USER_BATCH], None if times is None else times[i : i + USER_BATCH])
-            for i in range(0, len(users), USER_BATCH)
-        )
+        batches = self.features.batches(users, times, USER_BATCH)
         with self._lock:
             return embed(self.model.user_tower, batches, self.device).numpy()
 

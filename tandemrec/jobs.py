@@ -144,11 +144,7 @@ def embed_run(run_dir: str | Path, batch_size: int = 256) -> RunEmbeddings:
     content.image_features, content.text_features = image, text
     items = embed(model.item_tower, content.batches(batch_size), torch.device("cpu")).numpy()
     users = np.arange(1, len(data.vocabs.users))
-    user_vectors = embed(
-        model.user_tower,
-        (data.features.batch(users[i : i + batch_size]) for i in range(0, len(users), batch_size)),
-        torch.device("cpu"),
-    ).numpy()
+    user_vectors = embed(model.user_tower, data.features.batches(users, None, batch_size), torch.device("cpu")).numpy()
     return RunEmbeddings(
         data.vocabs.items.ids[1:], items, data.vocabs.users.ids[1:], user_vectors, model_hash(run.model)
     )

@@ -193,13 +193,6 @@ class Trainer:
         dmp.eval()
         model, valid, size = self.model, self.data.valid, self.config.encode_batch_size
         items = embed(model.item_tower, self.content.batches(size), device)
-        users = embed(
-            model.user_tower,
-            (
-                self.data.features.batch(valid.users[i : i + size], valid.times[i : i + size])
-                for i in range(0, len(valid), size)
-            ),
-            device,
-        )
+        users = embed(model.user_tower, self.data.features.batches(valid.users, valid.times, size), device)
         seen = self.data.log.items_before(valid.users, valid.times)
         return recall_at_k(users, items, valid.targets, seen, self.config.eval_k)
