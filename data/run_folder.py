@@ -44,3 +44,19 @@ class RunFolder:
     @property
     def plots(self) -> Path:
         return self.root / "plots"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+    @property
+    def sharding_plan(self) -> Path:
+        return self.root / "sharding_plan.json"
+
+    @property
+    def behaviour(self) -> Path:
+        return self.root / "behaviour"
+
+    @property
+    def profiles(self) -> Path:
+        return self.root / "profiles"

@@ -5,6 +5,10 @@ with `<what>.ids.json`; `<what>.safetensors` (tensor "embedding") with the same 
 holds one entry per exported file, keyed `<what>.<format>`, saying how the vectors were made (model hash,
 dim, metric, normalisation, creation time, row count) with a checksum of every file it covers, so a reader
 can tell a stale, edited or truncated export from a good one.
+
+Optional per-row columns (e.g. a user's segment and behaviour probabilities) go into the Parquet file
+only, after `id` and `embedding`, each described in the manifest entry's `columns`; the readers here
+return ids and vectors and leave them to `pl.read_parquet`.
 """
 from __future__ import annotations
 
@@ -33,14 +37,22 @@ def export_embeddings(
     vectors: np.ndarray,
     model_hash: str,
     formats: tuple[str, ...] = ("parquet",),
+    columns: dict[str, tuple[np.ndarray, str]] | None = None,
 ) -> list[Path]:
-    """Write `vectors` (one row per id) in each of `formats` and record each file in the folder's manifest."""
+    """Write `vectors` (one row per id) in each of `formats` and record each file in the folder's manifest;
+    `columns` (name -> (one value per id, what it means)) are added to the Parquet file."""
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     if vectors.ndim != 2 or vectors.shape[0] != len(ids):
         raise RetrievalError(f"{what}: {len(ids)} ids but vectors of shape {vectors.shape}")
     unknown = [f for f in formats if f not in FORMATS]
     if unknown or not formats:
         raise RetrievalError(f"export formats must be among {FORMATS}, got {list(formats)}")
+    columns = columns or {}
+    for name, (values, _) in columns.items():
+        if name in ("id", "embedding") or len(values) != len(ids):
+            raise RetrievalError(
+                f"{what}: extra column {name!r} must not be named id or embedding and needs {len(ids)} values"
+            )
     folder = Path(folder)
     manifest = _read_manifest(folder) if (folder / MANIFEST_FILE).exists() else {}
     norms = np.linalg.norm(vectors, axis=1)
@@ -56,9 +68,11 @@ def export_embeddings(
     }
     written = []
     for fmt in formats:
-        paths = _WRITERS[fmt](folder, what, ids, vectors, description)
+        extra = columns if fmt == "parquet" else {}
+        paths = _WRITERS[fmt](folder, what, ids, vectors, description, extra)
         manifest[f"{what}.{fmt}"] = {
             **description,
+            **({"columns": {name: meaning for name, (_, meaning) in extra.items()}} if extra else {}),
             "format": fmt,
             "file": paths[0].name,
             "sha256": {p.name: sha256_file(p) for p in paths},
@@ -88,22 +102,34 @@ def read_embeddings(folder: str | Path, what: str, fmt: str = "parquet") -> tupl
     return ids, np.ascontiguousarray(vectors), entry
 
 
-def _write_parquet(folder: Path, what: str, ids: list[str], vectors: np.ndarray, description: dict) -> list[Path]:
+def _write_parquet(
+    folder: Path, what: str, ids: list[str], vectors: np.ndarray, description: dict, columns: dict
+) -> list[Path]:
     path = folder / f"{what}.parquet"
-    frame = pl.DataFrame({"id": ids, "embedding": pl.Series(vectors, dtype=pl.Array(pl.Float32, vectors.shape[1]))})
+    frame = pl.DataFrame(
+        {
+            "id": ids,
+            "embedding": pl.Series(vectors, dtype=pl.Array(pl.Float32, vectors.shape[1])),
+            **{name: values for name, (values, _) in columns.items()},
+        }
+    )
     with atomic_path(path) as tmp:
         frame.write_parquet(tmp)
     return [path]
 
 
-def _write_npy(folder: Path, what: str, ids: list[str], vectors: np.ndarray, description: dict) -> list[Path]:
+def _write_npy(
+    folder: Path, what: str, ids: list[str], vectors: np.ndarray, description: dict, columns: dict
+) -> list[Path]:
     path = folder / f"{what}.npy"
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         np.save(f, vectors, allow_pickle=False)
     return [path, _write_ids(folder, what, ids)]
 
 
-def _write_safetensors(folder: Path, what: str, ids: list[str], vectors: np.ndarray, description: dict) -> list[Path]:
+def _write_safetensors(
+    folder: Path, what: str, ids: list[str], vectors: np.ndarray, description: dict, columns: dict
+) -> list[Path]:
     path = folder / f"{what}.safetensors"
     with atomic_path(path) as tmp:
         save_file({TENSOR: vectors}, str(tmp), metadata={k: str(v) for k, v in description.items()})

@@ -21,6 +21,13 @@ def popularity_topk(counts: np.ndarray, exclude: Sequence[np.ndarray], k: int) -
     return top
 
 
+def unseen_targets(retriever: Retriever, queries: EvalQueries) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Per query: the index rows the user had seen before its time, and its target rows not among them
+    (a seen item is never recommended, so a seen target could never be hit)."""
+    seen = retriever.seen_rows(queries.users, queries.times)
+    return seen, [np.setdiff1d(t - 1, s) for t, s in zip(queries.targets, seen)]
+
+
 def evaluate(
     retriever: Retriever,
     queries: EvalQueries,
@@ -37,8 +44,7 @@ def evaluate(
     kept out of training), the metrics are also given for cold and warm targets apart.
     """
     k_max = max(ks)
-    seen = retriever.seen_rows(queries.users, queries.times)
-    targets = [np.setdiff1d(t - 1, s) for t, s in zip(queries.targets, seen)]
+    seen, targets = unseen_targets(retriever, queries)
     vectors = retriever.embed_users(queries.users, queries.times)
     model_top, _ = retriever.index.search(vectors, k_max, exclude=seen)
     popular_top = popularity_topk(train_counts, seen, k_max)

@@ -18,6 +18,7 @@ import polars as pl
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from tandemrec.data.batch import UserBatch
 from tandemrec.data.content import ItemContent, build_item_content, square_pixels
 from tandemrec.data.dataset import Dataset
 from tandemrec.data.features import EventLog, UserFeatures
@@ -28,8 +29,11 @@ from tandemrec.retrieval.catalogue import ItemCatalogue
 from tandemrec.retrieval.errors import RetrievalError
 from tandemrec.retrieval.filters import ItemFilter
 from tandemrec.retrieval.index import ItemIndex, check_k
+from tandemrec.retrieval.profiles import Segments, UserProfile, category_shares, has_segments
 from tandemrec.retrieval.recommendations import Recommendations
+from tandemrec.towers.behaviour_head import BehaviourHead, has_head, load_head
 from tandemrec.towers.config import from_dict
+from tandemrec.towers.errors import EncoderLoadError
 from tandemrec.towers.inference import embed
 from tandemrec.towers.serialization import TOKENIZER_DIR, load_model, model_hash
 from tandemrec.towers.text_encoder import load_tokenizer, make_tokenize
@@ -37,6 +41,10 @@ from tandemrec.towers.two_tower import TwoTower
 
 USER_BATCH = 1024
 ITEM_BATCH = 256
+# `recommend(..., rerank=...)` re-orders this many candidates (at least), or RERANK_DEPTH_FACTOR * k.
+RERANK_DEPTH = 50
+RERANK_DEPTH_FACTOR = 5
+PROFILE_ITEMS = 50  # nearest items whose categories summarise a user vector in `profile`
 ImageQuery = Image.Image | str | Path
 
 
@@ -54,9 +62,13 @@ class Retriever:
         popularity: np.ndarray | None = None,
         tokenizer=None,
         image_root: Path | None = None,
+        behaviour: BehaviourHead | None = None,
+        segments: Segments | None = None,
     ) -> None:
         """`popularity[r]`: the fallback score of index row r (training-event share); `tokenizer`: the text
-        encoder's, for `search`; `image_root`: where `catalogue` image paths are relative to."""
+        encoder's, for `search`; `image_root`: where `catalogue` image paths are relative to; `behaviour`:
+        the run's behaviour head (`predict_behaviour`, `recommend(rerank=...)`); `segments`: the run's user
+        segments (`profile`)."""
         ids = index.ids
         run_rows = ids[: len(vocabs.items) - 1]
         if len(run_rows) != len(vocabs.items) - 1 or any(
@@ -69,11 +81,13 @@ class Retriever:
         self.index = index
         self.catalogue = catalogue
         category = catalogue["category"].to_list() if "category" in catalogue.columns else [None] * catalogue.height
-        category_of = dict(zip(catalogue["item_id"].to_list(), category))
-        self.items = ItemCatalogue(index, [category_of.get(i) for i in ids])
+        self._category_of = dict(zip(catalogue["item_id"].to_list(), category))
+        self.items = ItemCatalogue(index, [self._category_of.get(i) for i in ids])
         self.popularity = np.zeros(len(index)) if popularity is None else np.asarray(popularity, dtype=np.float64)
         self.tokenizer = tokenizer
         self.image_root = image_root
+        self.behaviour = behaviour
+        self.segments = segments
         self._lock = threading.Lock()
 
     @classmethod
@@ -98,7 +112,15 @@ class Retriever:
         tokenizer_dir = run.model / TOKENIZER_DIR
         tokenizer = load_tokenizer(str(tokenizer_dir)) if tokenizer_dir.is_dir() else None
         popularity = _training_popularity(run, dataset, vocabs)
-        return cls(model, vocabs, features, index, dataset.items, popularity, tokenizer, dataset.root)
+        towers = model_hash(run.model)
+        try:
+            behaviour = load_head(run.behaviour, towers) if has_head(run.behaviour) else None
+        except (EncoderLoadError, FileNotFoundError) as err:
+            raise RetrievalError(str(err)) from err
+        segments = Segments.load(run.profiles, towers) if has_segments(run.profiles) else None
+        return cls(
+            model, vocabs, features, index, dataset.items, popularity, tokenizer, dataset.root, behaviour, segments
+        )
 
     @property
     def device(self) -> torch.device:
@@ -122,6 +144,7 @@ class Retriever:
         *,
         history: Sequence[str] | None = None,
         attributes: Mapping[str, str] | None = None,
+        rerank: str | None = None,
     ) -> Recommendations:
         """Top-k items for a user; the result's `source` says how the user was known.
 
@@ -131,12 +154,27 @@ class Retriever:
         given keep the stored value). A user the run does not know, with nothing usable given, gets the most
         popular items of the training events ("popularity"). `exclude_seen` leaves out the items the user
         had (stored events and the given history); `filter` restricts the candidates.
+
+        `rerank` (an output of the run's behaviour head, e.g. "purchase" or "target") retrieves
+        max(RERANK_DEPTH, RERANK_DEPTH_FACTOR * k) candidates by the dot product and returns the k most
+        likely to get that event: the scores are then the head's probabilities. A user ranked by
+        popularity (unknown, nothing given) is not reranked: there is no user vector to score with.
         """
         if history is None and attributes is None:
             if user_id is None:
                 raise RetrievalError("recommend needs a user_id, or history / attributes given at call time")
-            return self.recommend_batch([user_id], k, exclude_seen, filter)[0]
-        return self._recommend_from_features(user_id, history, attributes or {}, k, exclude_seen, filter)
+            return self.recommend_batch([user_id], k, exclude_seen, filter, rerank=rerank)[0]
+        self._rerank_output(rerank)
+        check_k(k, len(self.items))
+        user, rows, batch = self._given_features(user_id, history, attributes or {})
+        seen = None
+        if exclude_seen:
+            stored = self.seen_rows(np.array([user]))[0] if user else np.zeros(0, dtype=np.int64)
+            seen = np.union1d(rows, stored)
+        if batch is None:
+            return self.items.rank(self.popularity, k, seen, filter)
+        vector = self._embed_batch(batch)
+        return self._search_users(vector, k, None if seen is None else [seen], filter, "features", rerank)[0]
 
     def recommend_batch(
         self,
@@ -144,8 +182,11 @@ class Retriever:
         k: int = 10,
         exclude_seen: bool = True,
         filter: ItemFilter | None = None,
+        *,
+        rerank: str | None = None,
     ) -> list[Recommendations]:
         """`recommend` for many users in one pass: known users through the model, unknown ones popularity."""
+        self._rerank_output(rerank)
         if isinstance(user_ids, str):
             raise RetrievalError("recommend_batch takes a list of user ids; use recommend() for one user")
         if len(user_ids) == 0:
@@ -156,7 +197,7 @@ class Retriever:
         if known.any():
             users = self.vocabs.users.encode([u for u, ok in zip(user_ids, known) if ok])
             exclude = self.seen_rows(users) if exclude_seen else None
-            found = self.items.search(self.embed_users(users), k, exclude, filter, "model")
+            found = self._search_users(self.embed_users(users), k, exclude, filter, "model", rerank)
             for i, rec in zip(np.flatnonzero(known), found):
                 results[i] = rec
         if not known.all():
@@ -164,6 +205,66 @@ class Retriever:
             for i in np.flatnonzero(~known):
                 results[i] = dataclasses.replace(popular, ids=list(popular.ids), scores=popular.scores.copy())
         return results
+
+    def predict_behaviour(
+        self,
+        user_id: str | None,
+        items: Sequence[str],
+        *,
+        history: Sequence[str] | None = None,
+        attributes: Mapping[str, str] | None = None,
+    ) -> pl.DataFrame:
+        """The probability of each of the head's outputs (event types, and `target` when the run has a target
+        domain) for the user with each item: a table with `item_id` and one column per output, in `items` order.
+
+        The user is known to the run, or described at call time by `history` / `attributes` as in
+        `recommend`. Items are any live item of the index, added ones included. A probability carries both
+        relevance and the event: the head was trained against sampled items the user never touched.
+        """
+        head = self.require_behaviour("predict_behaviour")
+        if isinstance(items, str) or not isinstance(items, Sequence):
+            raise RetrievalError(f"items must be a list of item ids, got {type(items).__name__}")
+        if len(items) == 0:
+            raise RetrievalError("items: no item ids given")
+        try:
+            _, item_vectors = self.items.vectors_of(list(items))
+        except RetrievalError as err:
+            raise RetrievalError(f"items: {err}") from err
+        vector, _, _, _ = self._user_vector(user_id, history, attributes, "predict_behaviour")
+        with self._lock:
+            p = head.probabilities(vector, item_vectors)
+        return pl.DataFrame({"item_id": list(items), **{name: p[:, j] for j, name in enumerate(head.outputs)}})
+
+    def profile(
+        self,
+        user_id: str | None = None,
+        k: int = 10,
+        *,
+        history: Sequence[str] | None = None,
+        attributes: Mapping[str, str] | None = None,
+    ) -> UserProfile:
+        """Who the user is in the catalogue's terms (see `UserProfile`): the k items nearest to the user
+        vector and the category shares among the PROFILE_ITEMS nearest, the user's last k history items and
+        the category shares of their whole history, and their segment when the run has profiles."""
+        check_k(k, len(self.items))
+        vector, user, rows, source = self._user_vector(user_id, history, attributes, "profile")
+        depth = min(len(self.items), max(k, PROFILE_ITEMS))
+        nearest = self.items.search(vector, depth, None, None, source)[0]
+        if history is not None:
+            past = [i for i in self.index.ids_at(rows).tolist() if i is not None]
+        else:
+            past = self.vocabs.items.decode(self.features.log.items_before(np.array([user]), None)[0]) if user else []
+        segment = int(self.segments.assign(vector)[0]) if self.segments is not None else None
+        return UserProfile(
+            user_id=user_id,
+            source=source,
+            nearest_items=Recommendations(nearest.ids[:k], nearest.scores[:k], source),
+            nearest_categories=category_shares(nearest.ids, self._category_of),
+            history_items=list(reversed(past))[:k],
+            history_categories=category_shares(past, self._category_of),
+            segment=segment,
+            segment_name=None if segment is None else self.segments.names[segment],
+        )
 
     def similar_items(self, item_id: str, k: int = 10, filter: ItemFilter | None = None) -> Recommendations:
         """The k items nearest to `item_id` in the index, the item itself left out."""
@@ -261,6 +362,7 @@ class Retriever:
         vectors = self._embed_items(content)
         with self._lock:  # one add at a time, so that the index and the items table stay in step
             self.items.add(vectors, ids, category.to_list())
+            self._category_of.update(zip(ids, category.to_list()))
             self.catalogue = pl.concat([self.catalogue, items], how="diagonal_relaxed")
         return ids
 
@@ -282,18 +384,13 @@ class Retriever:
             raise RetrievalError(f"unknown user id(s) {unknown[:5]} ({len(unknown)} in all): not in this run's data")
         return self.vocabs.users.encode(list(user_ids))
 
-    def _recommend_from_features(
-        self,
-        user_id: str | None,
-        history: Sequence[str] | None,
-        attributes: Mapping[str, str],
-        k: int,
-        exclude_seen: bool,
-        item_filter: ItemFilter | None,
-    ) -> Recommendations:
+    def _given_features(
+        self, user_id: str | None, history: Sequence[str] | None, attributes: Mapping[str, str]
+    ) -> tuple[int, np.ndarray, UserBatch | None]:
+        """(user index, 0 when unknown; index rows of the given history; the user batch, or None when
+        nothing usable is known: an unknown user with no history and no known attribute value)."""
         if isinstance(history, str):
             raise RetrievalError("history must be a list of item ids (oldest first), got a single string")
-        check_k(k, len(self.items))
         user = int(self.vocabs.users.encode([user_id])[0]) if user_id in self.vocabs.users else 0
         try:
             rows = self.items.positions(list(history)) if history else np.zeros(0, dtype=np.int64)
@@ -305,16 +402,72 @@ class Retriever:
         else:  # items added after training have no row in the user tower's history table
             bag = rows[rows < len(self.vocabs.items) - 1] + 1
         attrs = self._attribute_row(user, attributes)
-        seen = None
-        if exclude_seen:
-            stored = self.seen_rows(np.array([user]))[0] if user else np.zeros(0, dtype=np.int64)
-            seen = np.union1d(rows, stored)
         if user == 0 and bag.size == 0 and not attrs.any():
-            return self.items.rank(self.popularity, k, seen, item_filter)
-        batch = self.features.batch_from(np.array([user]), [bag], attrs[None, :])
+            return user, rows, None
+        return user, rows, self.features.batch_from(np.array([user]), [bag], attrs[None, :])
+
+    def _user_vector(
+        self, user_id: str | None, history: Sequence[str] | None, attributes: Mapping[str, str] | None, verb: str
+    ) -> tuple[np.ndarray, int, np.ndarray, str]:
+        """(vector (1, dim), user index, given history rows, source) of a user known to the run or described
+        by features given at call time; RetrievalError for a user the model cannot embed."""
+        if history is None and attributes is None:
+            if user_id is None:
+                raise RetrievalError(f"{verb} needs a user_id, or history / attributes given at call time")
+            users = self._user_index([user_id])
+            return self.embed_users(users), int(users[0]), np.zeros(0, dtype=np.int64), "model"
+        user, rows, batch = self._given_features(user_id, history, attributes or {})
+        if batch is None:
+            raise RetrievalError(
+                f"{verb}: user {user_id!r} is not in this run's data and neither a history nor a known attribute "
+                "value was given: nothing to embed the user from"
+            )
+        return self._embed_batch(batch), user, rows, "features"
+
+    def _embed_batch(self, batch: UserBatch) -> np.ndarray:
         with self._lock:
-            vector = embed(self.model.user_tower, [batch], self.device).numpy()
-        return self.items.search(vector, k, None if seen is None else [seen], item_filter, "features")[0]
+            return embed(self.model.user_tower, [batch], self.device).numpy()
+
+    def _search_users(
+        self,
+        vectors: np.ndarray,
+        k: int,
+        exclude: Sequence[np.ndarray] | None,
+        item_filter: ItemFilter | None,
+        source: str,
+        rerank: str | None,
+    ) -> list[Recommendations]:
+        """Top-k per user vector; with `rerank`, the k most likely to get that event among deeper candidates."""
+        if rerank is None:
+            return self.items.search(vectors, k, exclude, item_filter, source)
+        depth = min(len(self.items), max(RERANK_DEPTH, RERANK_DEPTH_FACTOR * k))
+        column = self.behaviour.outputs.index(rerank)
+        found = self.items.search(vectors, depth, exclude, item_filter, source)
+        results = []
+        for vector, candidates in zip(vectors, found):
+            if not candidates.ids:
+                results.append(candidates)
+                continue
+            _, item_vectors = self.items.vectors_of(candidates.ids)
+            with self._lock:
+                p = self.behaviour.probabilities(vector[None, :], item_vectors)[:, column]
+            order = np.argsort(-p, kind="stable")[:k]
+            results.append(Recommendations([candidates.ids[i] for i in order], p[order].astype(np.float32), source))
+        return results
+
+    def require_behaviour(self, argument: str) -> BehaviourHead:
+        """The run's behaviour head; RetrievalError naming `argument` when the run has none."""
+        if self.behaviour is None:
+            raise RetrievalError(
+                f"{argument}: this run has no behaviour head (RUN/behaviour/); train one with `tandemrec behaviour RUN`"
+            )
+        return self.behaviour
+
+    def _rerank_output(self, rerank: str | None) -> None:
+        if rerank is not None and rerank not in self.require_behaviour("rerank").outputs:
+            raise RetrievalError(
+                f"rerank: unknown event type {rerank!r}; this run's head predicts {self.behaviour.outputs}"
+            )
 
     def _attribute_row(self, user: int, attributes: Mapping[str, str]) -> np.ndarray:
         """The user's stored attribute indices with the given ones replaced (unknown values: index 0)."""

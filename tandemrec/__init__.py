@@ -12,6 +12,7 @@ _EXPORTS = {
     "Retriever": "tandemrec.retrieval.retriever",
     "RunConfig": "tandemrec.config",
     "TwoTower": "tandemrec.towers.two_tower",
+    "UserProfile": "tandemrec.retrieval.profiles",
     "load_config": "tandemrec.config",
 }
 

@@ -49,12 +49,18 @@ def _parser() -> argparse.ArgumentParser:
     train = verbs.add_parser(
         "train",
         help="train a model from a TOML config",
-        description="Reads: CONFIG (TOML) and the data it names. Writes into --run: config.json, vocab/, dataset/, "
-        "model/ (safetensors + config, the best epoch by validation recall), train_metrics.jsonl.",
+        description="Reads: CONFIG (TOML, or 'demo' for the embedded default) and the data it names. Writes into --run: "
+        "config.json, vocab/, dataset/, model/ (safetensors + config, the best epoch by validation recall), "
+        "train_metrics.jsonl, sharding_plan.json, checkpoints/ (resumable, DCP). Runs on N processes under "
+        "`torchrun --nproc_per_node=N -m tandemrec.cli train ...` (train.batch_size is the global batch).",
     )
-    train.add_argument("config", help="TOML config file")
-    train.add_argument("--run", required=True, help="run folder to write")
+    train.add_argument("config", help="TOML config file, or 'demo'")
+    train.add_argument("--run", "--run-dir", dest="run", required=True, help="run folder to write (--run-dir under torchrun, whose own --run-path swallows --run)")
     train.add_argument("--init-from", metavar="RUN", help="start from this run's towers (ids remapped by vocabulary)")
+    train.add_argument(
+        "--resume", action="store_true",
+        help="continue from the run's latest checkpoint (same config; any number of processes)",
+    )
     _add_overrides(train)
     train.set_defaults(handler=_train)
 
@@ -115,6 +121,9 @@ def _parser() -> argparse.ArgumentParser:
     recommend.add_argument("user", metavar="USER")
     recommend.add_argument("-k", type=int, default=10)
     recommend.add_argument("--include-seen", action="store_true", help="also return items the user already had")
+    recommend.add_argument(
+        "--rerank", metavar="EVENT", help="re-order a deeper candidate list by the behaviour head's P(EVENT), e.g. purchase"
+    )
     recommend.set_defaults(handler=_recommend)
 
     similar = verbs.add_parser(
@@ -134,6 +143,32 @@ def _parser() -> argparse.ArgumentParser:
     search.add_argument("text", metavar="TEXT")
     search.add_argument("-k", type=int, default=10)
     search.set_defaults(handler=_search)
+
+    behaviour = verbs.add_parser(
+        "behaviour",
+        help="(re)train the behaviour head of a trained run on its frozen towers",
+        description="Reads: RUN/model, RUN/dataset, RUN/config.json ([behaviour], the split and [data.domains]). "
+        "Writes: RUN/behaviour/head.safetensors and head.json (outputs: the event types of the training part, "
+        "and 'target' when a target domain is configured; towers' model hash; training summary). "
+        "Prints the validation loss; `tandemrec evaluate RUN` then reports AUC, log-loss and reranking.",
+    )
+    behaviour.add_argument("run_dir", metavar="RUN")
+    _add_overrides(behaviour)
+    behaviour.set_defaults(handler=_behaviour)
+
+    profile = verbs.add_parser(
+        "profile",
+        help="cluster the users into segments named by their categories; a 2-D map of them",
+        description="Reads: RUN/model, RUN/dataset. Writes: RUN/profiles/ (centroids.safetensors, segments.json, "
+        "segments.parquet and segments.md: segment, name, size, top categories by lift, example items; "
+        "users.parquet: user_id, segment; summary.json, with the adjusted Rand index against the planted tastes "
+        "on the synthetic shop) and RUN/plots/user_map.png (PCA of the user vectors, coloured by segment). "
+        "Prints the table. `Retriever.profile(user)` and the user export then report each user's segment.",
+    )
+    profile.add_argument("run_dir", metavar="RUN")
+    profile.add_argument("--segments", type=int, default=10, help="number of segments (default: 10)")
+    profile.add_argument("--seed", type=int, default=0, help="k-means seed (default: 0)")
+    profile.set_defaults(handler=_profile)
 
     data = verbs.add_parser("data", help="make, import and validate datasets").add_subparsers(dest="data_verb", metavar="ACTION")
     synth = data.add_parser(
@@ -194,7 +229,7 @@ def _train(args: argparse.Namespace) -> int:
     overrides = list(args.overrides)
     if args.init_from:
         overrides.append(f'train.init_from="{Path(args.init_from).resolve()}"')
-    result = train(load_config(args.config, overrides), Path(args.run))
+    result = train(load_config(args.config, overrides), Path(args.run), resume=args.resume)
     print(f"best epoch {result.best_epoch}: validation recall {result.best_recall:.4f} ({result.seconds:.0f} s)")
     return 0
 
@@ -254,7 +289,7 @@ def _recommend(args: argparse.Namespace) -> int:
     retriever = Retriever.load(args.run_dir)
     if args.user not in retriever.vocabs.users:  # a typo here should not quietly print popularity
         raise ValueError(f"unknown user id '{args.user}': not in this run's data")
-    print(retriever.recommend(args.user, args.k, exclude_seen=not args.include_seen).to_frame())
+    print(retriever.recommend(args.user, args.k, exclude_seen=not args.include_seen, rerank=args.rerank).to_frame())
     return 0
 
 
@@ -269,6 +304,33 @@ def _similar(args: argparse.Namespace) -> int:
     from tandemrec.retrieval.retriever import Retriever
 
     print(Retriever.load(args.run_dir).similar_items(args.item, args.k).to_frame())
+    return 0
+
+
+def _behaviour(args: argparse.Namespace) -> int:
+    from tandemrec.config import override_section, read_run_config
+    from tandemrec.jobs import train_behaviour
+
+    config = read_run_config(Path(args.run_dir) / "config.json").behaviour
+    head = train_behaviour(args.run_dir, override_section(config, "behaviour", args.overrides))
+    summary = head.config.summary
+    print(
+        f"behaviour head for {head.outputs}: {summary['train_pairs']} training pairs "
+        f"({summary['train_observed']} observed), best epoch {summary['best_epoch']}, "
+        f"{summary['loss_on']} loss {summary['best_loss']:.4f} ({summary['seconds']:.0f} s); "
+        f"wrote {Path(args.run_dir) / 'behaviour'}"
+    )
+    return 0
+
+
+def _profile(args: argparse.Namespace) -> int:
+    from tandemrec.jobs import profile_run
+    from tandemrec.retrieval.profiles import segments_markdown
+
+    result = profile_run(args.run_dir, args.segments, args.seed)
+    ari = result.get("ari_main_class")
+    print(segments_markdown(result["table"], "" if ari is None else f"adjusted Rand index vs planted tastes: {ari:.3f}"))
+    print(f"wrote {Path(args.run_dir) / 'profiles'} and {Path(args.run_dir) / 'plots' / 'user_map.png'}")
     return 0
 
 

@@ -11,8 +11,9 @@ from typing import Any
 from tandemrec.data.domains import DomainConfig
 from tandemrec.data.split import SplitConfig
 from tandemrec.retrieval.config import IndexConfig
-from tandemrec.towers.config import TwoTowerConfig, from_dict
+from tandemrec.towers.config import TwoTowerConfig, from_dict, to_dict
 from tandemrec.training.config import TrainConfig
+from tandemrec.training.behaviour_config import BehaviourConfig
 
 
 @dataclass
@@ -40,6 +41,7 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     index: IndexConfig = field(default_factory=IndexConfig)
+    behaviour: BehaviourConfig = field(default_factory=BehaviourConfig)
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
@@ -102,3 +104,14 @@ def _apply_override(raw: dict[str, Any], item: str) -> None:
         node[leaf] = tomllib.loads(f"v = {value}")["v"]
     except tomllib.TOMLDecodeError:
         node[leaf] = value.strip()  # a bare string
+
+
+def override_section(section: Any, name: str, overrides: list[str] | tuple[str, ...]) -> Any:
+    """A copy of config section `name` (a dataclass, e.g. a run's saved [behaviour]) with `name.key=value`
+    overrides applied; an override of another section is an error."""
+    raw = {name: to_dict(section)}
+    for item in overrides:
+        if not item.strip().startswith(f"{name}."):
+            raise ValueError(f"override '{item}': only {name}.KEY=VALUE applies here")
+        _apply_override(raw, item)
+    return from_dict(type(section), raw[name], f"{name}.")

@@ -11,31 +11,45 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import polars as pl
 import torch
 
 from tandemrec.config import DataConfig, RunConfig, read_run_config
-from tandemrec.data.atomic import atomic_write_json
+from tandemrec.data.atomic import atomic_path, atomic_write_json, atomic_write_text
+from tandemrec.data.behaviour import BehaviourSplit, behaviour_events, behaviour_outputs, behaviour_split
 from tandemrec.data.content import ItemContent
 from tandemrec.data.content_cache import tokenizer_fingerprint
 from tandemrec.data.dataset import Dataset
 from tandemrec.data.errors import DataError
+from tandemrec.data.features import EventLog
 from tandemrec.data.readers import READERS, read
 from tandemrec.data.prepared import PreparedData, prepare
 from tandemrec.data.run_folder import RunFolder
-from tandemrec.data.synthetic import SyntheticShopConfig, make_synthetic_shop
+from tandemrec.data.synthetic import TRUTH_FILE, SyntheticShopConfig, make_synthetic_shop
 from tandemrec.data.validate import validate
-from tandemrec.plots import grouped_bars
+from tandemrec.data.vocabularies import Vocabularies
+from tandemrec.plots import grouped_bars, segment_map
+from tandemrec.retrieval.behaviour import evaluate_behaviour, top_k_propensity
 from tandemrec.retrieval.embeddings import export_embeddings
 from tandemrec.retrieval.evaluate import evaluate
 from tandemrec.retrieval.config import IndexConfig
 from tandemrec.retrieval.index import ItemIndex
 from tandemrec.retrieval.index_build import build_tuned_index
+from tandemrec.retrieval.profiles import (
+    SEGMENTS_MD, SEGMENTS_TABLE, USERS_FILE, Segments, adjusted_rand_index, category_lift, cluster_users,
+    has_segments, segment_table, segments_markdown,
+)
 from tandemrec.retrieval.retriever import Retriever
+from tandemrec.towers.behaviour_head import BehaviourHead, has_head, load_head, save_head
 from tandemrec.towers.config import Cardinalities, to_dict
 from tandemrec.towers.inference import embed, frozen_backbone_features
 from tandemrec.towers.serialization import TOKENIZER_DIR, load_model, model_hash
 from tandemrec.towers.text_encoder import load_tokenizer, make_tokenize
 from tandemrec.towers.two_tower import TwoTower
+from tandemrec.training import distributed
+from tandemrec.training.checkpoint import CheckpointError, Checkpoints
+from tandemrec.training.behaviour import fit_behaviour_head
+from tandemrec.training.behaviour_config import BehaviourConfig
 from tandemrec.training.init_from import init_from
 from tandemrec.training.trainer import Trainer, TrainResult
 
@@ -89,32 +103,77 @@ def item_content(model: TwoTower, data: PreparedData, tokenizer, progress: bool 
     )
 
 
-def train(config: RunConfig, run_dir: str | Path, progress: bool = True) -> TrainResult:
-    """Prepare the data, build the towers and train; writes config, vocabularies, dataset and model."""
+def train(config: RunConfig, run_dir: str | Path, progress: bool = True, resume: bool = False) -> TrainResult:
+    """Prepare the data, build the towers and train; writes config, vocabularies, dataset and model.
+
+    Under torchrun every process runs this; rank 0 writes the run's files, the others read them.
+    `resume` continues from the run's latest checkpoint, which must have been made with the same
+    settings: that is checked before anything in the run is written.
+    """
     run = RunFolder(Path(run_dir))
-    run.root.mkdir(parents=True, exist_ok=True)
-    # The run's own copy of the dataset is what everything reads, so that its content cache (decoded
-    # pixels, token ids) lives in the run and serves index and evaluate too.
-    dataset = Dataset.load(load_dataset(config.data, run).save(run.dataset))
-    data = prepare(dataset, config.data.split, config.model.user.history_len, config.data.domains)
-    vocabs = data.vocabs
+    env = distributed.init(config.train.device)
+    try:
+        if resume:
+            _check_resumable(config, run)
+        elif env.rank == 0:
+            run.root.mkdir(parents=True, exist_ok=True)
+            # The run's own copy of the dataset is what everything reads, so that its content cache (decoded
+            # pixels, token ids) lives in the run and serves index and evaluate too.
+            load_dataset(config.data, run).save(run.dataset)
+        torch.distributed.barrier()
+        data = prepare(Dataset.load(run.dataset), config.data.split, config.model.user.history_len, config.data.domains)
+        resolved = sized(config, data.vocabs)
+        if env.rank == 0 and not resume:
+            atomic_write_json(run.config, to_dict(resolved))
+            data.vocabs.save(run.vocab)
+        torch.manual_seed(config.train.seed)  # the same initial model on every rank, and on every run
+        model = TwoTower(resolved.model)
+        if config.train.init_from and not resume:
+            log.info("init from %s: %s", config.train.init_from, init_from(model, data.vocabs, config.train.init_from).summary())
+        tokenizer = load_tokenizer(resolved.model.item.text.name_or_path) if resolved.model.item.text else None
+        content = item_content(model, data, tokenizer, progress and env.rank == 0)
+        trainer = Trainer(
+            model, data, content, config.train, run, tokenizer, progress, fingerprint(config), resume=resume
+        )
+        result = trainer.fit()
+        if config.behaviour.enabled and env.rank == 0:
+            fit_run_behaviour(run, resolved, config.behaviour, data, content)
+        return result
+    finally:
+        distributed.shutdown(env)
+
+
+def sized(config: RunConfig, vocabs: Vocabularies) -> RunConfig:
+    """The config with the model's table sizes taken from the vocabularies."""
     sizes = Cardinalities(
         users=len(vocabs.users),
         items=len(vocabs.items),
         categories=len(vocabs.categories),
         user_attributes={name: len(v) for name, v in vocabs.attributes.items()},
     )
-    model_config = dataclasses.replace(config.model, sizes=sizes)
-    config = dataclasses.replace(config, model=model_config)
-    atomic_write_json(run.config, to_dict(config))
-    vocabs.save(run.vocab)
-    model = TwoTower(model_config)
-    if config.train.init_from:
-        log.info("init from %s: %s", config.train.init_from, init_from(model, vocabs, config.train.init_from).summary())
-    tokenizer = load_tokenizer(model_config.item.text.name_or_path) if model_config.item.text else None
-    content = item_content(model, data, tokenizer, progress)
-    trainer = Trainer(model, data, content, config.train, run.model, run.train_metrics, tokenizer, progress)
-    return trainer.fit()
+    return dataclasses.replace(config, model=dataclasses.replace(config.model, sizes=sizes))
+
+
+# Settings that may change between a checkpoint and its resumption: how long, where and how often.
+RESUMABLE_CHANGES = ("epochs", "patience", "device", "sharding", "table_sharding", "checkpoint_every", "keep_checkpoints", "encode_batch_size", "init_from")
+
+
+def fingerprint(config: RunConfig) -> dict:
+    """What a checkpoint must have been made with to be resumed: the data, model and training settings,
+    but for those in RESUMABLE_CHANGES."""
+    train = {k: v for k, v in to_dict(config.train).items() if k not in RESUMABLE_CHANGES}
+    return {"data": to_dict(config.data), "model": to_dict(config.model), "train": train}
+
+
+def _check_resumable(config: RunConfig, run: RunFolder) -> None:
+    for needed in (run.dataset, run.config, run.vocab):
+        if not needed.exists():
+            raise CheckpointError(f"cannot resume: run folder '{run.root}' has no {needed.name}")
+    checkpoints = Checkpoints(run.checkpoints, fingerprint(config))
+    latest = checkpoints.latest()
+    if latest is None:
+        raise CheckpointError(f"cannot resume: no complete checkpoint in '{run.checkpoints}'")
+    checkpoints.check(latest)
 
 
 def run_tokenizer(run: RunFolder):
@@ -139,15 +198,21 @@ def embed_run(run_dir: str | Path, batch_size: int = 256) -> RunEmbeddings:
     config = read_run_config(run.config)
     model = load_model(run.model)
     data = prepare(Dataset.load(run.dataset), config.data.split, model.config.user.history_len, config.data.domains)
-    content = item_content(model, data, run_tokenizer(run))
-    image, text = frozen_backbone_features(model.item_tower, content.batches(batch_size), torch.device("cpu"))
-    content.image_features, content.text_features = image, text
-    items = embed(model.item_tower, content.batches(batch_size), torch.device("cpu")).numpy()
+    items = embed_items(model, item_content(model, data, run_tokenizer(run)), batch_size)
     users = np.arange(1, len(data.vocabs.users))
     user_vectors = embed(model.user_tower, data.features.batches(users, None, batch_size), torch.device("cpu")).numpy()
     return RunEmbeddings(
         data.vocabs.items.ids[1:], items, data.vocabs.users.ids[1:], user_vectors, model_hash(run.model)
     )
+
+
+def embed_items(model: TwoTower, content: ItemContent, batch_size: int = 256) -> np.ndarray:
+    """The item tower's vectors of `content`; frozen backbones run once first, unless `content` already
+    holds their outputs (training's does)."""
+    if content.image_features is None and content.text_features is None:
+        image, text = frozen_backbone_features(model.item_tower, content.batches(batch_size), torch.device("cpu"))
+        content.image_features, content.text_features = image, text
+    return embed(model.item_tower, content.batches(batch_size), torch.device("cpu")).numpy()
 
 
 def export_run(
@@ -162,11 +227,14 @@ def export_run(
         raise ValueError(f"what must name some of {list(EXPORTS)}, got {list(what)}")
     vectors = embed_run(run_dir, batch_size)
     tables = {"items": (vectors.item_ids, vectors.items), "users": (vectors.user_ids, vectors.users)}
-    folder = RunFolder(Path(run_dir)).embeddings
+    run = RunFolder(Path(run_dir))
+    columns = {"items": {}, "users": user_columns(run, vectors) if "users" in what else {}}
     return [
         path
         for name in what
-        for path in export_embeddings(folder, name, *tables[name], vectors.model_hash, tuple(formats))
+        for path in export_embeddings(
+            run.embeddings, name, *tables[name], vectors.model_hash, tuple(formats), columns[name]
+        )
     ]
 
 
@@ -194,6 +262,9 @@ def evaluate_run(run_dir: str | Path, ks: list[int] | None = None) -> dict:
     data = prepare(Dataset.load(run.dataset), config.data.split, history_len, config.data.domains)
     counts = data.item_frequencies()[1:]
     metrics = evaluate(retriever, data.test, counts, ks or config.eval.ks, data.cold_items - 1)
+    if retriever.behaviour is not None:
+        split = behaviour_pairs(data, config, config.behaviour)
+        metrics["behaviour"] = evaluate_behaviour(retriever, split.test, split.outputs, data.test)
     atomic_write_json(run.metrics, metrics)
     plot_metrics(metrics, run.plots / "metrics.png")
     return metrics
@@ -207,3 +278,122 @@ def plot_metrics(metrics: dict, path: Path) -> None:
         "test split, full ranking, seen items excluded",
         path,
     )
+
+
+def behaviour_pairs(data: PreparedData, config: RunConfig, behaviour: BehaviourConfig) -> BehaviourSplit:
+    """The behaviour head's outputs and labelled pairs of each part, from a run's prepared data."""
+    events = behaviour_events(data.dataset, data.vocabs, config.data.split, config.data.domains)
+    return behaviour_split(
+        events,
+        behaviour_outputs(events, config.data.domains),
+        data.item_frequencies(),
+        data.cold_items,
+        behaviour.negatives,
+        behaviour.popular_negatives,
+        behaviour.max_pairs,
+        behaviour.seed,
+    )
+
+
+def train_behaviour(run_dir: str | Path, behaviour: BehaviourConfig | None = None) -> BehaviourHead:
+    """Fit the behaviour head on a trained run's frozen towers and write RUN/behaviour/ (head.safetensors,
+    head.json); `behaviour` defaults to the run config's [behaviour]."""
+    run = RunFolder(Path(run_dir))
+    config = read_run_config(run.config)
+    model = load_model(run.model)
+    data = prepare(Dataset.load(run.dataset), config.data.split, model.config.user.history_len, config.data.domains)
+    content = item_content(model, data, run_tokenizer(run))
+    return fit_run_behaviour(run, config, behaviour or config.behaviour, data, content)
+
+
+def fit_run_behaviour(
+    run: RunFolder, config: RunConfig, behaviour: BehaviourConfig, data: PreparedData, content: ItemContent
+) -> BehaviourHead:
+    """Fit the head on the run's saved towers (the best epoch) over `data` and `content` (training's own at
+    the end of `train`, so its cached frozen-backbone outputs are reused) and save it in RUN/behaviour/."""
+    model = load_model(run.model)
+    split = behaviour_pairs(data, config, behaviour)
+    items = embed_items(model, content)
+    head = fit_behaviour_head(model.user_tower, data.features, items, split, behaviour, model_hash(run.model))
+    save_head(head, run.behaviour)
+    return head
+
+
+def user_columns(run: RunFolder, vectors: RunEmbeddings, k: int = 10) -> dict[str, tuple[np.ndarray, str]]:
+    """Optional columns of the user export: `segment` when the run has profiles, and `p_<output>` per
+    output of the behaviour head when it has one (the mean probability over the user's top-k items)."""
+    columns: dict[str, tuple[np.ndarray, str]] = {}
+    if has_segments(run.profiles):
+        segments = Segments.load(run.profiles, vectors.model_hash)
+        meaning = "nearest segment centroid (RUN/profiles/segments.parquet)"
+        columns["segment"] = (segments.assign(vectors.users), meaning)
+    if has_head(run.behaviour):
+        head = load_head(run.behaviour, vectors.model_hash)
+        vocabs = Vocabularies.load(run.vocab)
+        events = EventLog.from_frame(Dataset.load(run.dataset).interactions, vocabs.users, vocabs.items)
+        seen = [np.unique(items) - 1 for items in events.items_before(np.arange(1, len(vectors.user_ids) + 1), None)]
+        p = top_k_propensity(head, vectors.users, vectors.items, vectors.item_ids, seen, k)
+        for j, name in enumerate(head.outputs):
+            meaning = f"mean probability of '{name}' over the user's top-{k} items (seen excluded)"
+            columns[f"p_{name}"] = (p[:, j], meaning)
+    return columns
+
+
+def profile_run(run_dir: str | Path, n_segments: int = 10, seed: int = 0, examples: int = 5) -> dict:
+    """Cluster every user vector into `n_segments` segments (spherical FAISS k-means), name each by its most
+    over-represented categories, and write RUN/profiles/ (centroids.safetensors, segments.json,
+    segments.parquet, segments.md, users.parquet, summary.json) and RUN/plots/user_map.png.
+
+    On the synthetic shop (truth.parquet beside the dataset) the summary has the adjusted Rand index of
+    the segments against the users' planted main taste class."""
+    run = RunFolder(Path(run_dir))
+    vectors = embed_run(run.root)
+    centroids, assignment = cluster_users(vectors.users, n_segments, seed)
+    dataset = Dataset.load(run.dataset)
+    users = pl.DataFrame({"user_id": vectors.user_ids, "segment": assignment})
+    items = dataset.items
+    category = pl.col("category") if "category" in items.columns else pl.lit(None, dtype=pl.String).alias("category")
+    events = (
+        dataset.interactions.select("user_id", "item_id")
+        .join(users, on="user_id")
+        .join(items.select("item_id", category), on="item_id", how="left")
+    )
+    lift = category_lift(events["segment"].to_numpy(), events["category"].to_list(), n_segments)
+    segments = Segments(centroids, [lift.name(s) for s in range(n_segments)], vectors.model_hash)
+    nearest = np.argsort(-(centroids @ vectors.items.T), axis=1)[:, :examples]
+    titles = dict(zip(items["item_id"].to_list(), items["title"].to_list()))
+    table = segment_table(assignment, lift, [[vectors.item_ids[i] for i in row] for row in nearest], titles)
+    summary = {"n_segments": n_segments, "seed": seed, "users": len(vectors.user_ids), "model_hash": vectors.model_hash}
+    truth = _planted_tastes(run, vectors.user_ids)
+    if truth is not None:
+        summary["ari_main_class"] = adjusted_rand_index(truth, assignment)
+    note = "" if truth is None else f"Adjusted Rand index against the planted tastes: {summary['ari_main_class']:.3f}"
+    segments.save(run.profiles)
+    with atomic_path(run.profiles / SEGMENTS_TABLE) as tmp:
+        table.write_parquet(tmp)
+    with atomic_path(run.profiles / USERS_FILE) as tmp:
+        users.write_parquet(tmp)
+    atomic_write_text(run.profiles / SEGMENTS_MD, segments_markdown(table, note))
+    atomic_write_json(run.profiles / "summary.json", summary)
+    centred = vectors.users - vectors.users.mean(axis=0)
+    points = centred @ np.linalg.svd(centred, full_matrices=False)[2][:2].T
+    centres = np.stack([points[assignment == s].mean(axis=0) if (assignment == s).any() else np.full(2, np.nan)
+                        for s in range(n_segments)])
+    segment_map(
+        points, assignment, centres, segments.names,
+        f"{len(vectors.user_ids)} users in {n_segments} segments (PCA of the user vectors)", run.plots / "user_map.png",
+    )
+    return {**summary, "table": table}
+
+
+def _planted_tastes(run: RunFolder, user_ids: list[str]) -> list[str] | None:
+    """The synthetic shop's main taste class of each user, when the run's data is the synthetic shop."""
+    config = read_run_config(run.config).data
+    if config.source != "synthetic":
+        return None
+    path = (Path(config.path) if config.path else run.root / "shop") / TRUTH_FILE
+    if not path.is_file():
+        log.info("no %s at %s: segments are not compared with the planted tastes", TRUTH_FILE, path)
+        return None
+    truth = pl.DataFrame({"user_id": user_ids}).join(pl.read_parquet(path), on="user_id", how="left")
+    return truth["main_class"].fill_null("").to_list()

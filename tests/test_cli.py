@@ -81,6 +81,15 @@ def test_recommend_include_seen(trained_run, retriever, capsys):
     assert table_item_ids(capsys.readouterr().out, expected) == expected
 
 
+def test_recommend_reranked_by_the_behaviour_head(trained_run, retriever, capsys):
+    user = retriever.vocabs.users.ids[5]
+    assert main(["recommend", str(trained_run), user, "-k", "3", "--rerank", "purchase"]) == 0
+    expected = retriever.recommend(user, k=3, rerank="purchase").ids
+    assert table_item_ids(capsys.readouterr().out, expected) == expected
+    assert main(["recommend", str(trained_run), user, "--rerank", "refund"]) == 1
+    assert "refund" in capsys.readouterr().err
+
+
 def test_similar_prints_the_neighbours(trained_run, retriever, capsys):
     item = retriever.index.ids[2]
     assert main(["similar", str(trained_run), item, "-k", "3"]) == 0

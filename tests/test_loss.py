@@ -129,3 +129,26 @@ def test_batch_of_one_item_twice_has_zero_loss_and_gradient():
     assert loss.item() == pytest.approx(0.0, abs=1e-7)
     assert torch.count_nonzero(items.grad) == 0
     assert torch.count_nonzero(users.grad) == 0
+
+
+def test_rows_of_one_rank_against_the_global_batch_and_extra_negatives():
+    # A rank holding global rows 2..3 of a batch of 4, plus one extra negative (item 9) after the batch.
+    users = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    items = torch.tensor([[0.8, 0.6], [0.0, 1.0], [1.0, 0.0], [0.6, 0.8], [-1.0, 0.0]])
+    ids = torch.tensor([1, 2, 3, 2, 9])
+    logits = [[0.8, 0.0, 1.0, 0.6, -1.0], [0.6, 1.0, 0.0, 0.8, 0.0]]
+    # Row 0's positive is column 2 (item 3); row 1's is column 3 (item 2), whose other copy, column 1,
+    # is masked as an accidental hit.
+    expected = (row_loss(logits[0], 2) + row_loss(logits[1], 3, keep=[0, 2, 3, 4])) / 2
+    loss = LOSS(users, items, ids, 1.0, offset=2)
+    assert loss.item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_weighted_rows_give_each_rank_its_share_of_the_global_mean():
+    torch.manual_seed(0)
+    users, items = torch.nn.functional.normalize(torch.randn(6, 4), dim=1), torch.nn.functional.normalize(torch.randn(6, 4), dim=1)
+    ids = torch.arange(6)
+    whole = LOSS(users, items, ids, 0.2)
+    share = torch.full((3,), 1 / 6)
+    parts = [LOSS(users[s : s + 3], items, ids, 0.2, weights=share, offset=s) for s in (0, 3)]
+    assert sum(p.item() for p in parts) == pytest.approx(whole.item(), rel=1e-6)

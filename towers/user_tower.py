@@ -38,8 +38,11 @@ class UserTower(nn.Module):
         super().__init__()
         tables = user_tables(config, sizes)
         self.ebc = EmbeddingBagCollection(tables=tables, device=device)
+        self.features = [name for table in tables for name in table.feature_names]
         self.mlp = mlp(config.embedding_dim * len(tables), config.hidden, dim)
 
     def forward(self, batch: UserBatch) -> torch.Tensor:
-        pooled = self.ebc(batch.features).values()
-        return F.normalize(self.mlp(pooled), dim=-1)
+        # By key, in table order: a sharded collection returns its keys grouped by shard, in an order that
+        # depends on the plan, so the flat `values()` would feed the MLP another layout on N processes.
+        pooled = self.ebc(batch.features).to_dict()
+        return F.normalize(self.mlp(torch.cat([pooled[name] for name in self.features], dim=1)), dim=-1)

@@ -5,6 +5,7 @@ state-dict handling are the same code on a laptop and under torchrun.
 """
 from __future__ import annotations
 
+import gc
 import os
 from dataclasses import dataclass
 
@@ -15,9 +16,20 @@ from torch.distributed.optim import _apply_optimizer_in_backward as apply_optimi
 from torchrec import EmbeddingBagCollection
 from torchrec.distributed import DistributedModelParallel
 from torchrec.distributed.embedding_types import EmbeddingComputeKernel
+from torchrec.distributed.embeddingbag import EmbeddingBagCollectionSharder
 from torchrec.distributed.planner import EmbeddingShardingPlanner, ParameterConstraints, Topology
-from torchrec.distributed.types import ShardedTensor, ShardingPlan
+from torchrec.distributed.planner.types import PlannerError
+from torchrec.distributed.types import ShardedTensor, ShardingPlan, ShardingType
 from torchrec.optim.rowwise_adagrad import RowWiseAdagrad
+
+# The optimizers TorchRec fuses into the tables' backward on CPU and GPU alike (Adam is GPU-only).
+EMBEDDING_OPTIMIZERS = {"rowwise_adagrad": RowWiseAdagrad, "adagrad": torch.optim.Adagrad, "sgd": torch.optim.SGD}
+SHARDING_TYPES = tuple(t.value for t in ShardingType)
+ROW_SHARDINGS = (ShardingType.ROW_WISE.value, ShardingType.TABLE_ROW_WISE.value, ShardingType.GRID_SHARD.value)
+
+
+class ShardingError(RuntimeError):
+    """The tables cannot be sharded as configured over this many processes."""
 
 
 @dataclass
@@ -37,47 +49,161 @@ def pick_device(name: str) -> torch.device:
 
 
 def init(device_name: str = "auto") -> Env:
-    """Join torchrun's group when launched by it, else make a private group of one."""
+    """Join torchrun's group when launched by it (NCCL on GPUs, gloo on CPU), else make a private group of one."""
     device = pick_device(device_name)
     backend = "nccl" if device.type == "cuda" else "gloo"
     if dist.is_initialized():
         return Env(dist.get_rank(), dist.get_world_size(), device, owns_group=False)
     if "WORLD_SIZE" in os.environ:
-        dist.init_process_group(backend)
         if device.type == "cuda":
             device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
             torch.cuda.set_device(device)
+        dist.init_process_group(backend)
     else:
         dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1)
     return Env(dist.get_rank(), dist.get_world_size(), device, owns_group=True)
 
 
 def shutdown(env: Env) -> None:
+    """Free what holds communicators before destroying the group: a group destroyed under live DMP
+    modules or fbgemm kernels sometimes aborts the process at exit (see STACK.md)."""
+    gc.collect()
     if env.owns_group and dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()
 
 
-def shard(
-    model: nn.Module, env: Env, embedding_lr: float, sharding: str = "table_wise"
-) -> tuple[DistributedModelParallel, ShardingPlan]:
-    """Fuse row-wise Adagrad into the tables' backward, plan the sharding and wrap the model.
+class CpuRowWiseSharder(EmbeddingBagCollectionSharder):
+    """TorchRec offers row-wise sharding only for GPU compute; the fused CPU kernel trains it correctly too."""
 
-    Every table gets the fused fbgemm kernel with the given sharding type; left to itself the planner
-    makes small tables data-parallel with a dense kernel, which has no fused optimizer.
+    def sharding_types(self, compute_device_type: str) -> list[str]:
+        types = super().sharding_types(compute_device_type)
+        return types + [t for t in ROW_SHARDINGS if t not in types]
+
+
+def table_shardings(model: nn.Module, default: str, per_table: dict[str, str], device: str = "cpu") -> dict[str, str]:
+    """The sharding type of every table of the model: `per_table[name]`, else `default`.
+
+    Data-parallel tables use fbgemm's dense kernel, which has no autograd on CPU (it warns "an autograd
+    kernel was not registered" and the tables never train), so they are refused there."""
+    names = [t.name for m in model.modules() if isinstance(m, EmbeddingBagCollection) for t in m.embedding_bag_configs()]
+    unknown = sorted(set(per_table) - set(names))
+    if unknown:
+        raise ShardingError(f"train.table_sharding names tables the model does not have: {unknown}; it has {names}")
+    chosen = {name: per_table.get(name, default) for name in names}
+    for name, kind in chosen.items():
+        if kind not in SHARDING_TYPES:
+            raise ShardingError(f"table '{name}': sharding '{kind}' is not one of {list(SHARDING_TYPES)}")
+        if kind == ShardingType.DATA_PARALLEL.value and device == "cpu":
+            raise ShardingError(
+                f"table '{name}': data_parallel tables are not trained on CPU (fbgemm's dense CPU kernel has no "
+                "autograd); use table_wise, column_wise or row_wise there"
+            )
+    return chosen
+
+
+def shard(
+    model: nn.Module,
+    env: Env,
+    embedding_lr: float,
+    sharding: str = "table_wise",
+    table_sharding: dict[str, str] | None = None,
+    embedding_optimizer: str = "rowwise_adagrad",
+) -> tuple[DistributedModelParallel, ShardingPlan]:
+    """Fuse the embedding optimizer into the tables' backward, plan the sharding over the real world size and
+    wrap the model; the dense rest is data-parallel (DDP). Both average gradients over ranks.
+
+    Every table gets the sharding type asked for and, but for data-parallel tables, the fused fbgemm
+    kernel: left to itself the planner makes small tables data-parallel with a dense kernel.
     """
+    chosen = table_shardings(model, sharding, table_sharding or {}, env.device.type)
+    if embedding_optimizer not in EMBEDDING_OPTIMIZERS:
+        raise ValueError(f"train.embedding_optimizer must be one of {list(EMBEDDING_OPTIMIZERS)}, got '{embedding_optimizer}'")
+    tables = {k: v.detach().clone() for k, v in model.state_dict().items() if ".embedding_bags." in k}
     constraints = {}
     for module in model.modules():
         if isinstance(module, EmbeddingBagCollection):
-            apply_optimizer_in_backward(RowWiseAdagrad, module.parameters(), {"lr": embedding_lr})
+            apply_optimizer_in_backward(EMBEDDING_OPTIMIZERS[embedding_optimizer], module.parameters(), {"lr": embedding_lr})
             for table in module.embedding_bag_configs():
+                kernel = EmbeddingComputeKernel.DENSE if chosen[table.name] == "data_parallel" else EmbeddingComputeKernel.FUSED
                 constraints[table.name] = ParameterConstraints(
-                    sharding_types=[sharding], compute_kernels=[EmbeddingComputeKernel.FUSED.value]
+                    sharding_types=[chosen[table.name]], compute_kernels=[kernel.value]
                 )
-    topology = Topology(world_size=env.world_size, compute_device=env.device.type)
+    topology = Topology(world_size=env.world_size, compute_device=env.device.type, **_memory_per_rank(env))
+    sharders = [CpuRowWiseSharder()]
     planner = EmbeddingShardingPlanner(topology=topology, constraints=constraints)
-    plan = planner.collective_plan(model, None, dist.GroupMember.WORLD)
-    return DistributedModelParallel(model, device=env.device, plan=plan), plan
+    try:
+        plan = planner.collective_plan(model, sharders, dist.GroupMember.WORLD)
+    except PlannerError as err:
+        gib = topology.devices[0].storage.ddr / 2**30 if env.device.type == "cpu" else topology.devices[0].storage.hbm / 2**30
+        raise ShardingError(
+            f"cannot shard the embedding tables {chosen} over {env.world_size} process(es) on "
+            f"{env.device.type} with {gib:.1f} GiB each: {str(err).splitlines()[0].strip()} "
+            "Use more processes or hosts (torchrun --nproc_per_node / --nnodes), or another sharding type."
+        ) from err
+    dmp = DistributedModelParallel(model, device=env.device, plan=plan, sharders=sharders)
+    _copy_tables(dmp, tables)
+    return dmp, plan
+
+
+@torch.no_grad()
+def _copy_tables(dmp: DistributedModelParallel, tables: dict[str, torch.Tensor]) -> None:
+    """Put the unsharded tables' rows into the shards. On CPU, TorchRec's sharded modules start from a
+    fresh random init instead (they copy the module's weights only on accelerators), which would lose
+    the seeded init, `--init-from` rows and any loaded weights."""
+    state = dmp.state_dict()
+    for key, full in tables.items():
+        target = state[key]
+        if isinstance(target, ShardedTensor):
+            for shard in target.local_shards():
+                (r, c), (h, w) = shard.metadata.shard_offsets, shard.metadata.shard_sizes
+                shard.tensor.copy_(full[r : r + h, c : c + w])
+        else:
+            target.copy_(full)
+
+
+def _memory_per_rank(env: Env) -> dict[str, int]:
+    """The memory each rank really has, so that the planner refuses tables that cannot fit rather than
+    leaving the allocation to fail: the host's RAM shared by its processes, and the GPU's own memory."""
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
+    caps = {"ddr_cap": os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // local}
+    if env.device.type == "cuda":
+        caps["hbm_cap"] = torch.cuda.get_device_properties(env.device).total_memory
+    return caps
+
+
+def plan_tables(plan: ShardingPlan) -> list[dict]:
+    """One row per table: module, sharding type, kernel, and each shard's rank, offsets and sizes."""
+    rows = []
+    for module, tables in plan.plan.items():
+        for table, spec in tables.items():
+            shards = spec.sharding_spec.shards if spec.sharding_spec is not None else []
+            rows.append(
+                {
+                    "module": module,
+                    "table": table,
+                    "sharding_type": spec.sharding_type,
+                    "compute_kernel": spec.compute_kernel,
+                    "ranks": spec.ranks,
+                    "shards": [
+                        {"rank": s.placement.rank(), "offsets": list(s.shard_offsets), "sizes": list(s.shard_sizes)}
+                        for s in shards
+                    ],
+                }
+            )
+    return rows
+
+
+def held_shards(dmp: DistributedModelParallel) -> dict[str, dict[str, list[dict]]]:
+    """Per rank (as a string) and table state key, the offsets and sizes of the shards that rank holds."""
+    mine = {
+        key: [{"offsets": list(s.metadata.shard_offsets), "sizes": list(s.metadata.shard_sizes)} for s in value.local_shards()]
+        for key, value in dmp.state_dict().items()
+        if isinstance(value, ShardedTensor)
+    }
+    every: list[dict] = [{} for _ in range(dist.get_world_size())]
+    dist.all_gather_object(every, mine)
+    return {str(rank): held for rank, held in enumerate(every)}
 
 
 def dense_state_dict(dmp: DistributedModelParallel) -> dict[str, torch.Tensor]:

@@ -1,29 +1,50 @@
-"""The training task: contrastive two-tower training with validation, progress and the best model saved."""
+"""The training task: contrastive two-tower training over 1 or N processes, with validation, progress,
+resumable checkpoints and the best model saved."""
 from __future__ import annotations
 
 import json
 import math
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
+from torchrec.distributed import DistributedModelParallel
+from torchrec.distributed.types import ShardingPlan
 from torchrec.optim.keyed import CombinedOptimizer, KeyedOptimizerWrapper
 from torchrec.optim.optimizers import in_backward_optimizer_filter
 from tqdm import tqdm
 
+from tandemrec.data.atomic import atomic_write_json, atomic_write_text
 from tandemrec.data.content import ItemContent
 from tandemrec.data.examples import Examples
 from tandemrec.data.prepared import PreparedData
+from tandemrec.data.run_folder import RunFolder
 from tandemrec.towers.freezing import layerwise_learning_rates
 from tandemrec.towers.inference import embed, frozen_backbone_features
 from tandemrec.towers.serialization import save_model
 from tandemrec.towers.two_tower import TwoTower
 from tandemrec.training import distributed
+from tandemrec.training.checkpoint import CheckpointError, Checkpoints, TrainState
 from tandemrec.training.config import TrainConfig
+from tandemrec.training.global_batch import gather_with_grad, rank_slice, total
 from tandemrec.training.loss import InBatchSoftmax, domain_weights
+from tandemrec.training.negatives import HardNegativeMiner, mixed_log_q, mixed_negatives
 from tandemrec.training.validation import recall_at_k
+
+
+@dataclass
+class _Loop:
+    """What the training loop's steps share: the process group, the sharded model and its optimizers."""
+
+    env: distributed.Env
+    dmp: DistributedModelParallel
+    optimizer: CombinedOptimizer
+    adamw: KeyedOptimizerWrapper
+    rates: list[float]  # AdamW's groups' base learning rates, which the schedule scales
+    steps: int  # per epoch
+
 
 @dataclass
 class TrainResult:
@@ -35,10 +56,13 @@ class TrainResult:
 
 
 class Trainer:
-    """Runs on CUDA with bf16 autocast when present, else on CPU in float32.
+    """Runs on CUDA with bf16 autocast when present, else on CPU in float32, on as many processes as
+    torchrun started (one otherwise).
 
-    Embedding tables get TorchRec's fused row-wise Adagrad (applied inside the backward pass);
-    everything else AdamW, with a smaller learning rate for the pretrained backbones.
+    `config.batch_size` is the global batch: each process takes its slice, and the item vectors of all
+    slices are gathered so that every row has the whole global batch as negatives. Embedding tables get
+    TorchRec's fused row-wise Adagrad (applied inside the backward pass); everything else AdamW, with a
+    smaller learning rate for the pretrained backbones.
     """
 
     def __init__(
@@ -47,100 +71,186 @@ class Trainer:
         data: PreparedData,
         content: ItemContent,
         config: TrainConfig,
-        model_dir: Path,
-        metrics_path: Path,
+        run: RunFolder,
         tokenizer=None,
         progress: bool = True,
+        fingerprint: dict[str, Any] | None = None,
+        resume: bool = False,
     ) -> None:
+        """`fingerprint`: the settings a checkpoint must have been made with to be resumed (see
+        training/checkpoint.py); `resume`: continue from the run's latest checkpoint."""
         self.model = model
         self.data = data
         self.content = content
         self.config = config
-        self.model_dir = Path(model_dir)
-        self.metrics_path = Path(metrics_path)
+        self.run = run
         self.tokenizer = tokenizer
         self.progress = progress
+        self.checkpoints = Checkpoints(run.checkpoints, fingerprint or {}, config.keep_checkpoints)
+        self.resume = resume
         self.loss_fn = InBatchSoftmax()
+        self.train, self.source, self.target = self._examples()
+        # Mixed negatives are drawn from the items that have training events (cold items stay unseen).
+        self.mixed_pool = np.flatnonzero(data.item_frequencies() > 0)
+        self.log_q = self._log_q() if config.logq else None
+        self.miner = HardNegativeMiner(len(data.vocabs.users), config.hard_negative_depth) if config.hard_negatives else None
 
     def fit(self) -> TrainResult:
-        cfg = self.config
-        torch.manual_seed(cfg.seed)
-        rng = np.random.default_rng(cfg.seed)
-        env = distributed.init(cfg.device)
+        env = distributed.init(self.config.device)
         try:
-            return self._fit(env, rng)
+            return self._fit(env)
         finally:
             distributed.shutdown(env)
 
-    def _fit(self, env: distributed.Env, rng: np.random.Generator) -> TrainResult:
-        cfg, model = self.config, self.model
-        model.to(env.device)
-        self._cache_frozen_backbones(env.device)
-        dmp, _ = distributed.shard(model, env, cfg.embedding_lr, cfg.sharding)
-        optimizer = self._optimizer(dmp)
-        log_q = self._log_q() if cfg.logq else None
+    def _fit(self, env: distributed.Env) -> TrainResult:
+        cfg = self.config
+        self.model.to(env.device)
+        if cfg.cache_frozen_backbones:
+            self.cache_frozen_backbones(env.device)
+        dmp, plan = distributed.shard(
+            self.model, env, cfg.embedding_lr, cfg.sharding, cfg.table_sharding, cfg.embedding_optimizer
+        )
+        self._record_plan(plan, dmp, env)
+        adamw, rates = self._adamw(dmp)
+        optimizer = CombinedOptimizer([dmp.fused_optimizer, adamw])
+        loop = _Loop(env, dmp, optimizer, adamw, rates, self._steps(len(self.train), env.world_size))
+        state = self._resume(dmp, optimizer, adamw) if self.resume else TrainState()
+        result = TrainResult(state.best_epoch, state.best_recall, len(state.history), 0.0, list(state.history))
+        self._write_history(state.history, env)
+        start = time.perf_counter()
+        for epoch in range(state.epoch, cfg.epochs + 1):
+            first = state.step if epoch == state.epoch else 0
+            loss_sum = state.loss_sum if epoch == state.epoch else 0.0
+            loss_sum, speed = self._train_epoch(loop, epoch, first, loss_sum, state.stale, result)
+            state = self._end_epoch(loop, epoch, loss_sum / loop.steps, speed, state.stale, result, start)
+            if state.stale >= cfg.patience:
+                break
+        result.seconds = time.perf_counter() - start
+        return result
+
+    def _train_epoch(
+        self, loop: _Loop, epoch: int, first: int, loss_sum: float, stale: int, result: TrainResult
+    ) -> tuple[float, float | None]:
+        """Steps `first`.. of an epoch (checkpointing every `checkpoint_every`); the loss sum and samples/s."""
+        cfg, env, steps = self.config, loop.env, loop.steps
+        loop.dmp.train()
+        order = np.random.default_rng([cfg.seed, epoch]).permutation(len(self.train))
+        examples, busy = 0, 0.0  # the training steps' examples and seconds, without validation and saving
+        if env.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(env.device)
         autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=env.device.type == "cuda")
-        train, source, target = self._examples()
-        steps = math.ceil(len(train) / cfg.batch_size)
-        best = TrainResult(best_epoch=-1, best_recall=-1.0, epochs_run=0, seconds=0.0)
-        start, stale = time.perf_counter(), 0
-        self.metrics_path.parent.mkdir(parents=True, exist_ok=True)
-        self.metrics_path.write_text("")
-        for epoch in range(1, cfg.epochs + 1):
-            dmp.train()
-            order = rng.permutation(len(train))
-            total = 0.0
-            bar = tqdm(range(steps), desc=f"epoch {epoch}/{cfg.epochs}", disable=not self.progress or env.rank != 0)
-            for step in bar:
-                idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
-                items = torch.from_numpy(train.items[idx])
-                users_batch = self.data.features.batch(train.users[idx], train.times[idx]).to(env.device)
-                items_batch = self.content.batch(items - 1).to(env.device)
-                with autocast:
-                    user_vec, item_vec = dmp(users_batch, items_batch)
-                weights = None
-                if target is not None:
-                    weights = domain_weights(
-                        torch.from_numpy(source[idx]), torch.from_numpy(target[idx]), cfg.target_weight
-                    ).to(env.device)
-                loss = self.loss_fn(
-                    user_vec.float(),
-                    item_vec.float(),
-                    items.to(env.device),
-                    model.temperature,
-                    None if log_q is None else log_q[items].to(env.device),
-                    weights,
-                )
-                loss.backward()
-                optimizer.step()
-                optimizer.zero_grad()
-                total += loss.item()
-                bar.set_postfix(loss=f"{total / (step + 1):.4f}")
-            recall = self._validate(dmp, env.device)
-            row = {
-                "epoch": epoch,
-                "train_loss": total / steps,
-                f"valid_recall@{cfg.eval_k}": recall,
-                "temperature": model.temperature.item(),
-                "seconds": round(time.perf_counter() - start, 2),
-            }
-            best.history.append(row)
-            best.epochs_run = epoch
-            with open(self.metrics_path, "a") as f:
-                f.write(json.dumps(row) + "\n")
-            if self.progress and env.rank == 0:
-                print(json.dumps(row))
-            if recall > best.best_recall:
-                best.best_epoch, best.best_recall, stale = epoch, recall, 0
-                state = distributed.dense_state_dict(dmp)
-                if env.rank == 0:
-                    save_model(model, self.model_dir, state, self.tokenizer)
-            else:
-                stale += 1
-                if stale >= cfg.patience:
-                    break
-        best.seconds = time.perf_counter() - start
-        return best
+        bar = tqdm(
+            range(first, steps),
+            desc=f"epoch {epoch}/{cfg.epochs}",
+            total=steps,
+            initial=first,
+            disable=not self.progress or env.rank != 0,
+        )
+        for step in bar:
+            began = time.perf_counter()
+            torch.manual_seed(int(np.random.SeedSequence([cfg.seed, epoch, step, env.rank]).generate_state(1)[0]))
+            self._set_rates(loop.adamw, loop.rates, (epoch - 1) * steps + step, cfg.epochs * steps)
+            batch = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
+            batch = batch[: len(batch) - len(batch) % env.world_size]  # equal slices (row-wise needs them)
+            with autocast:
+                loss = self.batch_loss(loop.dmp, env, batch, epoch, step)
+            loss.backward()
+            loop.optimizer.step()
+            loop.optimizer.zero_grad()
+            loss_sum += total(loss.item(), env.device) / env.world_size
+            bar.set_postfix(loss=f"{loss_sum / (step + 1):.4f}")
+            if step > first:  # the first step of a process pays one-off set-up (kernels, buffers)
+                examples, busy = examples + len(batch), busy + time.perf_counter() - began
+            done = step + 1
+            if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < steps:
+                state = TrainState(epoch, done, loss_sum, result.best_epoch, result.best_recall, stale, result.history)
+                self._checkpoint(loop, state)
+        return loss_sum, (round(examples / busy, 1) if busy else None)
+
+    def _end_epoch(
+        self, loop: _Loop, epoch: int, loss: float, speed: float | None, stale: int, result: TrainResult, start: float
+    ) -> TrainState:
+        """Validate, log, keep the best model, re-mine hard negatives and checkpoint; the state to go on from."""
+        env = loop.env
+        items, recall = self._validate(loop.dmp, env.device)
+        row = {
+            "epoch": epoch,
+            "train_loss": loss,
+            f"valid_recall@{self.config.eval_k}": recall,
+            "temperature": self.model.temperature.item(),
+            "samples_per_second": speed,
+            "seconds": round(time.perf_counter() - start, 2),
+        }
+        if env.device.type == "cuda":
+            row["peak_gpu_memory_gib"] = round(torch.cuda.max_memory_allocated(env.device) / 2**30, 2)
+        result.history.append(row)
+        result.epochs_run = epoch
+        self._write_history(result.history, env)
+        if self.progress and env.rank == 0:
+            print(json.dumps(row))
+        if recall > result.best_recall:
+            result.best_epoch, result.best_recall, stale = epoch, recall, 0
+            weights = distributed.dense_state_dict(loop.dmp)
+            if env.rank == 0:
+                save_model(self.model, self.run.model, weights, self.tokenizer)
+        else:
+            stale += 1
+        if self.miner is not None and epoch % self.config.hard_negatives_every == 0:
+            self._mine(env.device, items)
+        state = TrainState(epoch + 1, 0, 0.0, result.best_epoch, result.best_recall, stale, result.history)
+        self._checkpoint(loop, state)
+        return state
+
+    def _checkpoint(self, loop: _Loop, state: TrainState) -> None:
+        position = (state.epoch - 1) * loop.steps + state.step
+        self.checkpoints.save(state, loop.dmp, loop.optimizer, {"step": position}, self._extra_state())
+
+    def batch_loss(
+        self, dmp: DistributedModelParallel, env: distributed.Env, batch: np.ndarray, epoch: int, step: int
+    ) -> torch.Tensor:
+        """This rank's part of the loss of the global batch `batch` (training example indices): its rows
+        against the gathered global batch and any extra negatives, times the world size.
+
+        DDP (dense parameters) and TorchRec (tables) average gradients over ranks; with each rank's part
+        scaled by the world size, that average is the gradient one process computes on the whole global
+        batch, and the mean of the parts over ranks is its loss."""
+        cfg, train, source, target, log_q, miner = self.config, self.train, self.source, self.target, self.log_q, self.miner
+        rows, offset = rank_slice(batch, env.rank, env.world_size)
+        extra = [mixed_negatives(self.mixed_pool, cfg.mixed_negatives, np.random.default_rng([cfg.seed, epoch, step]))]
+        if miner is not None:
+            rng = np.random.default_rng([cfg.seed, epoch, step, env.rank, 1])
+            extra.append(miner.draw(train.users[rows], train.items[rows], cfg.hard_negatives, rng))
+        extra_ids = np.concatenate(extra)
+        users = self.data.features.batch(train.users[rows], train.times[rows]).to(env.device)
+        items = self.content.batch(torch.from_numpy(np.concatenate([train.items[rows], extra_ids]) - 1)).to(env.device)
+        user_vec, item_vec = dmp(users, items)
+        candidates = torch.cat([gather_with_grad(item_vec[: len(rows)].float()), item_vec[len(rows) :].float()])
+        ids = torch.from_numpy(np.concatenate([train.items[batch], extra_ids])).to(env.device)
+        if target is not None:
+            totals = (float(source[batch].sum()), float(target[batch].sum()))
+            weights = domain_weights(torch.from_numpy(source[rows]), torch.from_numpy(target[rows]), cfg.target_weight, totals)
+        else:
+            weights = torch.full((len(rows),), 1.0 / len(batch))
+        loss = self.loss_fn(
+            user_vec.float(),
+            candidates,
+            ids,
+            self.model.temperature,
+            None if log_q is None else log_q.to(env.device)[ids],
+            weights.to(env.device),
+            offset,
+        )
+        return loss * env.world_size
+
+    def _steps(self, n: int, world_size: int) -> int:
+        """Steps per epoch. The last global batch is cut to a multiple of the process count, and left out
+        when that leaves nothing."""
+        steps = math.ceil(n / self.config.batch_size)
+        if 0 < n % self.config.batch_size < world_size:
+            steps -= 1
+        if steps == 0:
+            raise ValueError(f"{n} training examples cannot be spread over {world_size} processes")
+        return steps
 
     def _examples(self) -> tuple[Examples, np.ndarray | None, np.ndarray | None]:
         """The training examples and, in joint training over two domains, their domain masks."""
@@ -157,30 +267,92 @@ class Trainer:
         keep = np.flatnonzero(source if mode == "source" else train.target)
         return Examples(train.users[keep], train.items[keep], train.times[keep]), None, None
 
-    def _optimizer(self, dmp) -> CombinedOptimizer:
+    def _adamw(self, dmp: DistributedModelParallel) -> tuple[KeyedOptimizerWrapper, list[float]]:
+        """AdamW over the trainable dense parameters (one group per learning rate), and the groups' base
+        rates, which the schedule scales."""
         cfg = self.config
         dense = dict(in_backward_optimizer_filter(dmp.named_parameters()))
         rates: dict[int, float] = {}
         for encoder in (self.model.item_tower.image, self.model.item_tower.text):
             if encoder is not None:
                 rates.update(layerwise_learning_rates(encoder, encoder.blocks, cfg.backbone_lr, cfg.backbone_lr_decay))
-
-        def adamw(params: list[torch.Tensor]) -> torch.optim.Optimizer:
-            groups: dict[float, list[torch.Tensor]] = {}
-            for p in params:
-                groups.setdefault(rates.get(id(p), cfg.lr), []).append(p)
-            return torch.optim.AdamW(
-                [{"params": ps, "lr": lr} for lr, ps in groups.items()], weight_decay=cfg.weight_decay
-            )
-
         trainable = {name: p for name, p in dense.items() if p.requires_grad}
-        return CombinedOptimizer([dmp.fused_optimizer, KeyedOptimizerWrapper(trainable, adamw)])
+        groups: dict[float, list[torch.Tensor]] = {}
+        for p in trainable.values():
+            groups.setdefault(rates.get(id(p), cfg.lr), []).append(p)
+        adamw = torch.optim.AdamW([{"params": ps, "lr": lr} for lr, ps in groups.items()], weight_decay=cfg.weight_decay)
+        return KeyedOptimizerWrapper(trainable, lambda _: adamw), list(groups)
+
+    def _set_rates(self, adamw: KeyedOptimizerWrapper, rates: list[float], step: int, steps: int) -> None:
+        """The schedule is a function of the global step alone, so a resumed run continues it exactly."""
+        cfg = self.config
+        factor = 1.0
+        if step < cfg.warmup_steps:
+            factor = (step + 1) / cfg.warmup_steps
+        elif cfg.lr_schedule == "cosine":
+            progress = (step - cfg.warmup_steps) / max(1, steps - cfg.warmup_steps)
+            factor = 0.5 * (1.0 + math.cos(math.pi * progress))
+        for group, rate in zip(adamw.param_groups, rates):
+            group["lr"] = rate * factor
+
+    def _resume(self, dmp: DistributedModelParallel, optimizer: CombinedOptimizer, adamw: KeyedOptimizerWrapper) -> TrainState:
+        latest = self.checkpoints.latest()
+        if latest is None:
+            raise CheckpointError(f"cannot resume: no complete checkpoint in '{self.checkpoints.folder}'")
+        adamw.init_state()  # AdamW's state is created lazily; DCP loads into existing tensors
+        state, _ = self.checkpoints.load(latest, dmp, optimizer, self._extra_state())
+        if self.progress and torch.distributed.get_rank() == 0:
+            print(f"resumed from {latest} (epoch {state.epoch}, step {state.step})")
+        return state
+
+    def _extra_state(self) -> dict[str, torch.Tensor]:
+        """Training state outside the model and optimizers, checkpointed with them (loaded in place)."""
+        return {} if self.miner is None else {"hard_negatives": torch.from_numpy(self.miner.lists)}
 
     def _log_q(self) -> torch.Tensor:
+        """log of each item's chance to be a candidate: its training frequency, mixed with the uniform
+        draws when mixed negatives are on."""
         freq = self.data.item_frequencies() + 1.0
+        cfg = self.config
+        if cfg.mixed_negatives:
+            return torch.from_numpy(mixed_log_q(freq, self.mixed_pool, cfg.batch_size, cfg.mixed_negatives)).float()
         return torch.from_numpy(np.log(freq / freq.sum())).float()
 
-    def _cache_frozen_backbones(self, device: torch.device) -> None:
+    def _mine(self, device: torch.device, items: torch.Tensor | None = None) -> None:
+        """Re-mine every training user's hard negatives with the current towers, each user seen as at their
+        last training event."""
+        self.model.eval()
+        train = self.data.train
+        users = np.unique(train.users)
+        last = np.full(len(self.data.vocabs.users), np.iinfo(np.int64).min, dtype=np.int64)
+        np.maximum.at(last, train.users, train.times)
+        times = last[users] + 1
+        if items is None:
+            items = embed(self.model.item_tower, self.content.batches(self.config.encode_batch_size), device)
+        vectors = embed(self.model.user_tower, self.data.features.batches(users, times, self.config.encode_batch_size), device)
+        self.miner.refresh(users, vectors.numpy(), items.numpy(), self.data.log.items_before(users, times))
+
+    def _record_plan(self, plan: ShardingPlan, dmp: DistributedModelParallel, env: distributed.Env) -> None:
+        """sharding_plan.json: the plan, and the table rows and columns each rank really holds."""
+        held = distributed.held_shards(dmp)
+        if env.rank != 0:
+            return
+        tables = distributed.plan_tables(plan)
+        atomic_write_json(
+            self.run.sharding_plan,
+            {"world_size": env.world_size, "device": env.device.type, "tables": tables, "held": held},
+        )
+        if self.progress:
+            for t in tables:
+                shards = ", ".join(f"rank {s['rank']} rows {s['offsets'][0]}+{s['sizes'][0]} cols {s['offsets'][1]}+{s['sizes'][1]}" for s in t["shards"])
+                print(f"sharding {t['table']}: {t['sharding_type']} ({t['compute_kernel']}) {shards or 'replicated'}")
+
+    def _write_history(self, history: list[dict], env: distributed.Env) -> None:
+        if env.rank == 0:
+            atomic_write_text(self.run.train_metrics, "".join(json.dumps(row) + "\n" for row in history))
+
+    def cache_frozen_backbones(self, device: torch.device) -> None:
+        """Run each frozen backbone once over the catalogue and keep its outputs with the content."""
         tower = self.model.item_tower
         tower.eval()
         image, text = frozen_backbone_features(tower, self.content.batches(self.config.encode_batch_size), device)
@@ -189,10 +361,12 @@ class Trainer:
         if text is not None:
             self.content.text_features = text
 
-    def _validate(self, dmp, device: torch.device) -> float:
+    def _validate(self, dmp: DistributedModelParallel, device: torch.device) -> tuple[torch.Tensor, float]:
+        """Every rank embeds everything in step (sharded tables answer collectively) and computes the same
+        recall; the item vectors serve hard-negative mining too."""
         dmp.eval()
         model, valid, size = self.model, self.data.valid, self.config.encode_batch_size
         items = embed(model.item_tower, self.content.batches(size), device)
         users = embed(model.user_tower, self.data.features.batches(valid.users, valid.times, size), device)
         seen = self.data.log.items_before(valid.users, valid.times)
-        return recall_at_k(users, items, valid.targets, seen, self.config.eval_k)
+        return items, recall_at_k(users, items, valid.targets, seen, self.config.eval_k)

@@ -1,0 +1,111 @@
+"""Run by tests/test_distributed.py under torchrun (or alone, as one process).
+
+`step DATASET OUT SHARDING`: one training step of the tiny model on a fixed global batch of 64 examples,
+with fused SGD (lr 1) on the tables so that their update is minus their gradient; rank 0 writes the
+global loss, the dense gradients and the table updates to OUT (safetensors) for comparison across
+process counts.
+
+`exit FOLDER`: the least that holds what must be let go at exit (sharded tables with a fused optimizer,
+DDP, a DCP checkpoint, gloo): shard a small model, train a step, checkpoint, shut down.
+"""
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+import torch
+
+from tandemrec.training import distributed
+
+GLOBAL_BATCH = 64
+
+
+def step(dataset: str, out: str, sharding: str) -> None:
+    import numpy as np
+    from safetensors.torch import save_file
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from conftest import tiny_config
+
+    from tandemrec.data.dataset import Dataset
+    from tandemrec.data.prepared import prepare
+    from tandemrec.data.run_folder import RunFolder
+    from tandemrec.jobs import item_content, sized
+    from tandemrec.towers.text_encoder import load_tokenizer
+    from tandemrec.towers.two_tower import TwoTower
+    from tandemrec.training.global_batch import total
+    from tandemrec.training.trainer import Trainer
+
+    env = distributed.init("cpu")
+    # No dropout: each process draws its own masks, which no process count can reproduce.
+    config = tiny_config(
+        "model.item.text.model_config.hidden_dropout_prob=0.0",
+        "model.item.text.model_config.attention_probs_dropout_prob=0.0",
+        "train.embedding_optimizer=sgd",
+        "train.embedding_lr=1.0",
+    )
+    data = prepare(Dataset.load(dataset), config.data.split, config.model.user.history_len, config.data.domains)
+    config = sized(config, data.vocabs)
+    torch.manual_seed(0)
+    model = TwoTower(config.model)
+    tokenizer = load_tokenizer(config.model.item.text.name_or_path)
+    content = item_content(model, data, tokenizer)
+    trainer = Trainer(model, data, content, config.train, RunFolder(Path(out).parent / f"run-{env.rank}"), progress=False)
+    dmp, _ = distributed.shard(model, env, 1.0, sharding, {}, "sgd")
+    before = distributed.dense_state_dict(dmp)
+    dmp.train()
+    batch = np.random.default_rng(0).permutation(len(trainer.train))[:GLOBAL_BATCH]
+    loss = trainer.batch_loss(dmp, env, batch, 1, 0)
+    loss.backward()
+    grads = {_plain(name): p.grad.detach().clone() for name, p in dmp.named_parameters() if p.grad is not None}
+    after = distributed.dense_state_dict(dmp)
+    global_loss = total(loss.item(), env.device) / env.world_size
+    if env.rank == 0:
+        tensors = {"loss": torch.tensor([global_loss], dtype=torch.float64)}
+        tensors.update({f"grad/{k}": v.contiguous() for k, v in grads.items()})
+        tensors.update({f"update/{k}": (after[k] - before[k]).contiguous() for k in before if ".embedding_bags." in k})
+        save_file(tensors, out)
+    distributed.shutdown(env)
+
+
+def exit_cleanly(folder: str) -> None:
+    from torchrec import EmbeddingBagCollection, EmbeddingBagConfig, KeyedJaggedTensor
+    from torchrec.optim.keyed import CombinedOptimizer, KeyedOptimizerWrapper
+    from torchrec.optim.optimizers import in_backward_optimizer_filter
+
+    from tandemrec.training.checkpoint import Checkpoints, TrainState
+
+    env = distributed.init("cpu")
+    torch.manual_seed(0)
+    tables = [EmbeddingBagConfig(name=f"t{i}", embedding_dim=8, num_embeddings=100, feature_names=[f"f{i}"]) for i in range(2)]
+    model = _Small(EmbeddingBagCollection(tables=tables), torch.nn.Linear(16, 1))
+    dmp, _ = distributed.shard(model, env, 0.1, "row_wise")
+    dense = dict(in_backward_optimizer_filter(dmp.named_parameters()))
+    optimizer = CombinedOptimizer([dmp.fused_optimizer, KeyedOptimizerWrapper(dense, lambda ps: torch.optim.AdamW(ps))])
+    features = KeyedJaggedTensor.from_lengths_sync(["f0", "f1"], torch.tensor([1, 2, 3, 4, 5, 6]), torch.tensor([1, 1, 1, 1, 1, 1]))
+    loss = dmp(features).sum()
+    loss.backward()
+    optimizer.step()
+    Checkpoints(Path(folder), {}).save(TrainState(), dmp, optimizer, {})
+    del dmp, optimizer, model, loss
+    distributed.shutdown(env)
+
+
+class _Small(torch.nn.Module):
+    def __init__(self, ebc: torch.nn.Module, head: torch.nn.Module) -> None:
+        super().__init__()
+        self.ebc, self.head = ebc, head
+
+    def forward(self, features) -> torch.Tensor:
+        return self.head(self.ebc(features).values())
+
+
+def _plain(name: str) -> str:
+    """A parameter's name without the DMP/DDP wrappers' prefixes."""
+    return re.sub(r"^(_dmp_wrapped_module\.)?(module\.)?", "", name)
+
+
+if __name__ == "__main__":
+    mode, *args = sys.argv[1:]
+    {"step": step, "exit": exit_cleanly}[mode](*args)

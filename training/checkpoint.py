@@ -1,0 +1,166 @@
+"""Resumable training checkpoints with torch.distributed.checkpoint (DCP).
+
+A checkpoint is a folder `RUN/checkpoints/epoch0003-step0000120/` holding DCP's files (each rank writes
+its own shards of the tables and optimizer states; DCP reshards on load, so a checkpoint written by N
+processes resumes on M) and `meta.json`: the training position, best-so-far, LR schedule, world size,
+a fingerprint of the model and training config, and the SHA-256 of every file. It is written under a
+temporary name and renamed once complete, so a killed job leaves either a whole checkpoint or none.
+
+DCP keeps its own index (`.metadata`) as a pickle. Checkpoints are the job's own files, and before DCP
+reads a single byte every file is checked against the checksums in the JSON `meta.json`: a truncated,
+corrupted or swapped file is refused with its name. Only tensors are stored through DCP.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.distributed.checkpoint as dcp
+
+from tandemrec.data.atomic import atomic_write_json, sha256_file
+
+META = "meta.json"
+FORMAT = 1
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be resumed: missing, corrupted, or made by another configuration."""
+
+
+@dataclass
+class TrainState:
+    """Where training stands; `epoch` and `step` name the next step to run (epochs count from 1)."""
+
+    epoch: int = 1
+    step: int = 0
+    loss_sum: float = 0.0  # of the current epoch's steps so far
+    best_epoch: int = -1
+    best_recall: float = -1.0
+    stale: int = 0  # epochs since the best one
+    history: list[dict] = field(default_factory=list)  # one row per finished epoch (train_metrics.jsonl)
+
+
+def checkpoint_name(state: TrainState) -> str:
+    return f"epoch{state.epoch:04d}-step{state.step:07d}"
+
+
+class Checkpoints:
+    """The checkpoints of one run: save, find the latest, load into a sharded model and its optimizers.
+
+    Every rank calls `save` and `load` (they are collective); only rank 0 writes meta.json and renames.
+    """
+
+    def __init__(self, folder: Path, fingerprint: dict[str, Any], keep: int = 2) -> None:
+        self.folder = Path(folder)
+        self.fingerprint = fingerprint
+        self.keep = keep
+
+    def save(
+        self,
+        state: TrainState,
+        model: torch.nn.Module,
+        optimizer,
+        schedule: dict[str, Any],
+        extra: dict[str, torch.Tensor] | None = None,
+    ) -> Path:
+        """`extra`: further state tensors, the same on every rank (e.g. mined hard negatives)."""
+        final = self.folder / checkpoint_name(state)
+        tmp = self.folder / f".{final.name}.tmp"
+        rank = dist.get_rank()
+        if rank == 0:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+        dist.barrier()
+        dcp.save(_tensors(model, optimizer, extra), checkpoint_id=str(tmp))
+        dist.barrier()
+        if rank == 0:
+            files = {p.name: sha256_file(p) for p in sorted(tmp.iterdir())}
+            atomic_write_json(
+                tmp / META,
+                {
+                    "format": FORMAT,
+                    "state": asdict(state),
+                    "schedule": schedule,
+                    "world_size": dist.get_world_size(),
+                    "fingerprint": self.fingerprint,
+                    "files": files,
+                },
+            )
+            if final.exists():
+                shutil.rmtree(final)
+            os.rename(tmp, final)
+            self._prune()
+        dist.barrier()
+        return final
+
+    def latest(self) -> Path | None:
+        """The newest complete checkpoint (temporary folders of a killed save are ignored)."""
+        done = sorted(p for p in self.folder.glob("epoch*-step*") if (p / META).is_file()) if self.folder.is_dir() else []
+        return done[-1] if done else None
+
+    def check(self, path: Path) -> dict[str, Any]:
+        """meta.json of a checkpoint, after checking its files and that it was made by this configuration."""
+        meta_path = Path(path) / META
+        if not meta_path.is_file():
+            raise CheckpointError(f"'{path}' is not a complete checkpoint: it has no {META}")
+        try:
+            meta = json.loads(meta_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise CheckpointError(f"checkpoint file '{meta_path}' is corrupted: {err}") from err
+        if meta.get("format") != FORMAT:
+            raise CheckpointError(f"'{meta_path}': checkpoint format {meta.get('format')}, this version reads {FORMAT}")
+        for name, digest in meta["files"].items():
+            file = Path(path) / name
+            if not file.is_file():
+                raise CheckpointError(f"checkpoint file '{file}' is missing")
+            if sha256_file(file) != digest:
+                raise CheckpointError(f"checkpoint file '{file}' is corrupted (its SHA-256 differs from {META})")
+        differ = _differences(meta["fingerprint"], self.fingerprint)
+        if differ:
+            raise CheckpointError(
+                f"checkpoint '{path}' was made by another configuration; these settings differ "
+                f"(checkpoint -> now): {'; '.join(differ[:8])}"
+            )
+        return meta
+
+    def load(
+        self, path: Path, model: torch.nn.Module, optimizer, extra: dict[str, torch.Tensor] | None = None
+    ) -> tuple[TrainState, dict[str, Any]]:
+        """Load a checked checkpoint in place (resharded to this world size, `extra` tensors too); returns
+        the state and the LR schedule's saved state."""
+        meta = self.check(path)
+        tensors = _tensors(model, optimizer, extra)
+        dcp.load(tensors, checkpoint_id=str(path))
+        model.load_state_dict(tensors["model"])
+        optimizer.load_state_dict({**optimizer.state_dict(), "state": tensors["optimizer"]})
+        return TrainState(**meta["state"]), meta["schedule"]
+
+    def _prune(self) -> None:
+        done = sorted(p for p in self.folder.glob("epoch*-step*") if (p / META).is_file())
+        for old in done[: -self.keep]:
+            shutil.rmtree(old)
+
+
+def _tensors(model: torch.nn.Module, optimizer, extra: dict[str, torch.Tensor] | None) -> dict[str, Any]:
+    """What DCP saves and loads: the model's state (sharded tables as ShardedTensors) and the optimizer
+    states (fused ones sharded like their tables); the optimizers' param groups are rebuilt by the
+    trainer, their learning rates restored from the schedule."""
+    tensors = {"model": model.state_dict(), "optimizer": optimizer.state_dict()["state"]}
+    return {**tensors, "extra": extra} if extra else tensors
+
+
+def _differences(saved: dict[str, Any], now: dict[str, Any], prefix: str = "") -> list[str]:
+    out = []
+    for key in sorted(set(saved) | set(now)):
+        a, b = saved.get(key), now.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            out.append(f"{prefix}{key}: {a!r} -> {b!r}")
+    return out
