@@ -324,7 +324,7 @@ def _behaviour(args: argparse.Namespace) -> int:
 
 
 def _profile(args: argparse.Namespace) -> int:
-    from tandemrec.jobs import profile_run
+    from tandemrec.profile_job import profile_run
     from tandemrec.retrieval.profiles import segments_markdown
 
     result = profile_run(args.run_dir, args.segments, args.seed)

@@ -9,7 +9,7 @@ import polars as pl
 import pytest
 from PIL import Image
 
-from conftest import TINY_OVERRIDES, tiny_config
+from conftest import TINY_OVERRIDES
 from tandemrec.config import load_config
 from tandemrec.data.synthetic import CLASSES
 from tandemrec.retrieval.errors import RetrievalError

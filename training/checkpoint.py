@@ -13,7 +13,6 @@ corrupted or swapped file is refused with its name. Only tensors are stored thro
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,7 +22,7 @@ import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 
-from tandemrec.data.atomic import atomic_write_json, sha256_file
+from tandemrec.data.atomic import atomic_write_json, replace_folder, sha256_file
 
 META = "meta.json"
 FORMAT = 1
@@ -92,17 +91,20 @@ class Checkpoints:
                     "files": files,
                 },
             )
-            if final.exists():
-                shutil.rmtree(final)
-            os.rename(tmp, final)
-            self._prune()
+            replace_folder(tmp, final)
+            for old in self._complete()[: -self.keep]:
+                shutil.rmtree(old)
         dist.barrier()
         return final
 
     def latest(self) -> Path | None:
         """The newest complete checkpoint (temporary folders of a killed save are ignored)."""
-        done = sorted(p for p in self.folder.glob("epoch*-step*") if (p / META).is_file()) if self.folder.is_dir() else []
+        done = self._complete()
         return done[-1] if done else None
+
+    def _complete(self) -> list[Path]:
+        """The complete checkpoints, oldest first (their names sort by position)."""
+        return sorted(p for p in self.folder.glob("epoch*-step*") if (p / META).is_file()) if self.folder.is_dir() else []
 
     def check(self, path: Path) -> dict[str, Any]:
         """meta.json of a checkpoint, after checking its files and that it was made by this configuration."""
@@ -140,11 +142,6 @@ class Checkpoints:
         model.load_state_dict(tensors["model"])
         optimizer.load_state_dict({**optimizer.state_dict(), "state": tensors["optimizer"]})
         return TrainState(**meta["state"]), meta["schedule"]
-
-    def _prune(self) -> None:
-        done = sorted(p for p in self.folder.glob("epoch*-step*") if (p / META).is_file())
-        for old in done[: -self.keep]:
-            shutil.rmtree(old)
 
 
 def _tensors(model: torch.nn.Module, optimizer, extra: dict[str, torch.Tensor] | None) -> dict[str, Any]:
