@@ -61,11 +61,10 @@ def item_tower_seconds(settings: list[str], batch: int, run: Path, repeats: int 
     """Mean seconds of the item tower's forward and backward on `batch` training items, in one process."""
     from tandemrec.data.dataset import Dataset
     from tandemrec.data.prepared import prepare
-    from tandemrec.data.run_folder import RunFolder
     from tandemrec.jobs import item_content, sized
     from tandemrec.towers.text_encoder import load_tokenizer
     from tandemrec.towers.two_tower import TwoTower
-    from tandemrec.training.trainer import Trainer
+    from tandemrec.training.trainer import cache_frozen_backbones
 
     torch.set_num_threads(os.cpu_count() or 1)
     config = load_config(None, settings)
@@ -74,7 +73,7 @@ def item_tower_seconds(settings: list[str], batch: int, run: Path, repeats: int 
     model = TwoTower(config.model)
     content = item_content(model, data, load_tokenizer(config.model.item.text.name_or_path))
     if config.train.cache_frozen_backbones:
-        Trainer(model, data, content, config.train, RunFolder(run / "share"), progress=False).cache_frozen_backbones(torch.device("cpu"))
+        cache_frozen_backbones(model.item_tower, content, config.train.encode_batch_size, torch.device("cpu"))
     tower = model.item_tower.train()
     rng = np.random.default_rng(0)
     times = []

@@ -38,7 +38,7 @@ from tandemrec.retrieval.profiles import Segments, has_segments
 from tandemrec.retrieval.retriever import Retriever
 from tandemrec.towers.behaviour_head import BehaviourHead, has_head, load_head, save_head
 from tandemrec.towers.config import Cardinalities, to_dict
-from tandemrec.towers.inference import embed, frozen_backbone_features
+from tandemrec.towers.inference import embed
 from tandemrec.towers.serialization import TOKENIZER_DIR, load_model, model_hash
 from tandemrec.towers.text_encoder import load_tokenizer, make_tokenize
 from tandemrec.towers.two_tower import TwoTower
@@ -47,7 +47,7 @@ from tandemrec.training.checkpoint import CheckpointError, Checkpoints
 from tandemrec.training.behaviour import fit_behaviour_head
 from tandemrec.training.behaviour_config import BehaviourConfig
 from tandemrec.training.init_from import init_from
-from tandemrec.training.trainer import Trainer, TrainResult
+from tandemrec.training.trainer import Trainer, TrainResult, cache_frozen_backbones
 
 log = logging.getLogger(__name__)
 EXPORTS = ("items", "users")
@@ -205,9 +205,7 @@ def embed_run(run_dir: str | Path, batch_size: int = 256) -> RunEmbeddings:
 def embed_items(model: TwoTower, content: ItemContent, batch_size: int = 256) -> np.ndarray:
     """The item tower's vectors of `content`; frozen backbones run once first, unless `content` already
     holds their outputs (training's does)."""
-    if content.image_features is None and content.text_features is None:
-        image, text = frozen_backbone_features(model.item_tower, content.batches(batch_size), torch.device("cpu"))
-        content.image_features, content.text_features = image, text
+    cache_frozen_backbones(model.item_tower, content, batch_size, torch.device("cpu"))
     return embed(model.item_tower, content.batches(batch_size), torch.device("cpu")).numpy()
 
 

@@ -23,6 +23,7 @@ from tandemrec.data.prepared import PreparedData
 from tandemrec.data.run_folder import RunFolder
 from tandemrec.towers.freezing import layerwise_learning_rates
 from tandemrec.towers.inference import embed, frozen_backbone_features
+from tandemrec.towers.item_tower import ItemTower
 from tandemrec.towers.serialization import save_model
 from tandemrec.towers.two_tower import TwoTower
 from tandemrec.training import distributed
@@ -106,7 +107,7 @@ class Trainer:
         cfg = self.config
         self.model.to(env.device)
         if cfg.cache_frozen_backbones:
-            self.cache_frozen_backbones(env.device)
+            cache_frozen_backbones(self.model.item_tower, self.content, cfg.encode_batch_size, env.device)
         dmp, plan = distributed.shard(
             self.model, env, cfg.embedding_lr, cfg.sharding, cfg.table_sharding, cfg.embedding_optimizer
         )
@@ -131,11 +132,15 @@ class Trainer:
     def _train_epoch(
         self, loop: _Loop, epoch: int, first: int, loss_sum: float, stale: int, result: TrainResult
     ) -> tuple[float, float | None]:
-        """Steps `first`.. of an epoch (checkpointing every `checkpoint_every`); the loss sum and samples/s."""
+        """Steps `first`.. of an epoch (checkpointing every `checkpoint_every`); the loss sum and samples/s.
+
+        `loss_sum` is the global loss of the steps before `first`; each rank sums its own parts of the later
+        ones, added up over ranks only when the sum is needed (a checkpoint, the epoch's end), not every step."""
         cfg, env, steps = self.config, loop.env, loop.steps
         loop.dmp.train()
         order = np.random.default_rng([cfg.seed, epoch]).permutation(len(self.train))
         examples, busy = 0, 0.0  # the training steps' examples and seconds, without validation and saving
+        local_sum = 0.0
         if env.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(env.device)
         autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=env.device.type == "cuda")
@@ -157,15 +162,15 @@ class Trainer:
             loss.backward()
             loop.optimizer.step()
             loop.optimizer.zero_grad()
-            loss_sum += total(loss.item(), env.device) / env.world_size
-            bar.set_postfix(loss=f"{loss_sum / (step + 1):.4f}")
+            local_sum += loss.item()  # this rank's rows' estimate of the global loss
+            bar.set_postfix(loss=f"{(loss_sum + local_sum) / (step + 1):.4f}")
             if step > first:  # the first step of a process pays one-off set-up (kernels, buffers)
                 examples, busy = examples + len(batch), busy + time.perf_counter() - began
             done = step + 1
             if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < steps:
-                state = TrainState(epoch, done, loss_sum, result.best_epoch, result.best_recall, stale, result.history)
-                self._checkpoint(loop, state)
-        return loss_sum, (round(examples / busy, 1) if busy else None)
+                so_far = loss_sum + total(local_sum, env.device) / env.world_size
+                self._checkpoint(loop, TrainState(epoch, done, so_far, result.best_epoch, result.best_recall, stale, result.history))
+        return loss_sum + total(local_sum, env.device) / env.world_size, (round(examples / busy, 1) if busy else None)
 
     def _end_epoch(
         self, loop: _Loop, epoch: int, loss: float, speed: float | None, stale: int, result: TrainResult, start: float
@@ -351,16 +356,6 @@ class Trainer:
         if env.rank == 0:
             atomic_write_text(self.run.train_metrics, "".join(json.dumps(row) + "\n" for row in history))
 
-    def cache_frozen_backbones(self, device: torch.device) -> None:
-        """Run each frozen backbone once over the catalogue and keep its outputs with the content."""
-        tower = self.model.item_tower
-        tower.eval()
-        image, text = frozen_backbone_features(tower, self.content.batches(self.config.encode_batch_size), device)
-        if image is not None:
-            self.content.image_features = image
-        if text is not None:
-            self.content.text_features = text
-
     def _validate(self, dmp: DistributedModelParallel, device: torch.device) -> tuple[torch.Tensor, float]:
         """Every rank embeds everything in step (sharded tables answer collectively) and computes the same
         recall; the item vectors serve hard-negative mining too."""
@@ -370,3 +365,13 @@ class Trainer:
         users = embed(model.user_tower, self.data.features.batches(valid.users, valid.times, size), device)
         seen = self.data.log.items_before(valid.users, valid.times)
         return items, recall_at_k(users, items, valid.targets, seen, self.config.eval_k)
+
+
+def cache_frozen_backbones(tower: ItemTower, content: ItemContent, batch_size: int, device: torch.device) -> None:
+    """Run each frozen backbone once over the items of `content` and keep its outputs there, for training and
+    embedding alike; content that already holds them (training's own) is left as it is."""
+    if content.image_features is not None or content.text_features is not None:
+        return
+    tower.eval()
+    image, text = frozen_backbone_features(tower, content.batches(batch_size), device)
+    content.image_features, content.text_features = image, text
