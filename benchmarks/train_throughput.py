@@ -64,7 +64,7 @@ def item_tower_seconds(settings: list[str], batch: int, run: Path, repeats: int 
     from tandemrec.jobs import item_content, sized
     from tandemrec.towers.text_encoder import load_tokenizer
     from tandemrec.towers.two_tower import TwoTower
-    from tandemrec.training.trainer import cache_frozen_backbones
+    from tandemrec.training.frozen_features import cache_frozen_backbones
 
     torch.set_num_threads(os.cpu_count() or 1)
     config = load_config(None, settings)

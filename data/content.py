@@ -46,6 +46,7 @@ class ItemContent:
     text_features: torch.Tensor | None = None
     image_features: torch.Tensor | None = None
     image_problems: dict[str, int] = field(default_factory=dict)
+    item_ids: list[str] | None = None  # each row's item id: keys the frozen-backbone output cache
 
     def __len__(self) -> int:
         return int(self.item_index.shape[0])
@@ -55,16 +56,20 @@ class ItemContent:
         for start in range(0, len(self), size):
             yield self.batch(torch.arange(start, min(start + size, len(self))))
 
-    def batch(self, rows: torch.Tensor) -> ItemBatch:
-        """An ItemBatch of the given row positions (not item indices)."""
+    def batch(self, rows: torch.Tensor, content_only: torch.Tensor | None = None) -> ItemBatch:
+        """An ItemBatch of the given row positions (not item indices); rows where `content_only` is True
+        get the unknown item id, so the tower embeds them from content alone, as a new item."""
 
         def take(t: torch.Tensor | None) -> torch.Tensor | None:
             return None if t is None else t[rows]
 
         n = int(rows.shape[0])
+        item_index = self.item_index[rows]
+        if content_only is not None:
+            item_index = item_index.masked_fill(content_only, 0)
         ids = KeyedJaggedTensor.from_lengths_sync(
             keys=[ITEM_ID, CATEGORY],
-            values=torch.cat([self.item_index[rows], self.category[rows]]),
+            values=torch.cat([item_index, self.category[rows]]),
             lengths=torch.ones(2 * n, dtype=torch.int32),
         )
         return ItemBatch(
@@ -96,11 +101,12 @@ def build_item_content(
     With a `cache` folder, pixels are decoded once and kept there (see data/content_cache.py), and so
     are token ids when `tokenizer_key` names the tokenizer's behaviour.
     """
-    content = ItemContent(
-        item_index=torch.as_tensor(item_index, dtype=torch.int64),
-        category=torch.as_tensor(category_index, dtype=torch.int64),
-    )
     ids = items["item_id"].to_list()
+    content = ItemContent(
+        item_index=torch.tensor(item_index, dtype=torch.int64),  # copies: the inputs may be read-only views
+        category=torch.tensor(category_index, dtype=torch.int64),
+        item_ids=ids,
+    )
     if tokenize is not None:
         texts = _item_texts(items)
         if cache is not None and tokenizer_key is not None:

@@ -20,7 +20,7 @@ from tandemrec.data.domains import TARGET, DomainConfig
 from tandemrec.data.encoded import PART, encode_events
 from tandemrec.data.examples import EvalQueries, Examples, examples_of, queries_of
 from tandemrec.data.features import EventLog, UserFeatures, to_micros
-from tandemrec.data.split import SplitConfig
+from tandemrec.data.split import SplitConfig, cold_item_indices
 from tandemrec.data.vocabularies import Vocabularies
 
 
@@ -112,11 +112,3 @@ def content_cache_dir(root: Path | None) -> Path | None:
     if root is None or not (root / "manifest.json").is_file() or not os.access(root, os.W_OK):
         return None
     return root / CACHE_DIR
-
-
-def cold_item_indices(n_items: int, fraction: float, seed: int) -> np.ndarray:
-    """A seeded random `fraction` of item indices 1..n_items whose events never become training examples."""
-    if not 0.0 <= fraction < 1.0:
-        raise ValueError(f"data.split.cold_items must be in [0, 1), got {fraction}")
-    rng = np.random.default_rng(seed)
-    return np.sort(rng.choice(np.arange(1, n_items + 1), size=int(round(fraction * n_items)), replace=False))

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
+import numpy as np
 import polars as pl
 
 from tandemrec.data.dataset import INTERACTION_COLUMNS, USER_ID, require_columns
@@ -21,13 +22,18 @@ PARTS = ("train", "valid", "test")
 
 @dataclass
 class SplitConfig:
-    """How many of each user's last events are held out for validation and test; or, with `cut_at`
-    (ISO 8601, UTC when naive), every event at or after it is test, and every event at or after
-    `valid_from` (when set) and before the cut is validation."""
+    """How many of each user's last events are held out for validation and test (a count, or with
+    `test_fraction` a share: the last `test_fraction` of the user's events are test and the last
+    `valid_fraction` of the rest validation); or, with `cut_at` (ISO 8601, UTC when naive), every event at
+    or after it is test, and every event at or after `valid_from` (when set) and before the cut is
+    validation. A user who would keep fewer than `min_train` training events stays wholly in train."""
 
     valid_last: int = 1
     test_last: int = 1
     min_train: int = 1
+    # Shares instead of counts (each at least one event when > 0): the per-user temporal ratio protocol.
+    test_fraction: float = 0.0
+    valid_fraction: float = 0.0
     cut_at: str | None = None
     valid_from: str | None = None
     # Fraction of the catalogue held out of training altogether (cold-start evaluation), seeded.
@@ -62,8 +68,15 @@ def temporal_cut(interactions: pl.DataFrame, at: datetime, valid_from: datetime 
     return _split(interactions, cut_part(at, valid_from))
 
 
+def split_by(interactions: pl.DataFrame, config: SplitConfig) -> Split:
+    """The parts of `interactions` under `config`, whichever protocol it names."""
+    return _split(interactions, part_of(config))
+
+
 def part_of(config: SplitConfig) -> pl.Expr:
     """The part ("train", "valid", "test") of each event under `config`, over events sorted by ORDER."""
+    if config.cut_at is None and (config.test_fraction or config.valid_fraction):
+        return per_user_share_part(config.valid_fraction, config.test_fraction, config.min_train)
     if config.cut_at is None:
         return per_user_part(config.valid_last, config.test_last, config.min_train)
     valid_from = None if config.valid_from is None else _utc(config.valid_from, "valid_from")
@@ -74,15 +87,40 @@ def per_user_part(valid_last: int, test_last: int, min_train: int) -> pl.Expr:
     for argument, value in (("valid_last", valid_last), ("test_last", test_last), ("min_train", min_train)):
         if value < 0:
             raise ValueError(f"{argument} must be >= 0, got {value}")
+    return _last_events_part(pl.lit(test_last), pl.lit(valid_last), min_train)
+
+
+def per_user_share_part(valid_fraction: float, test_fraction: float, min_train: int) -> pl.Expr:
+    """Per user: the last round(test_fraction * n) events are test (at least one), the last
+    round(valid_fraction * rest) of the others validation (at least one when valid_fraction > 0)."""
+    for argument, value in (("valid_fraction", valid_fraction), ("test_fraction", test_fraction)):
+        if not 0.0 <= value < 1.0:
+            raise ValueError(f"data.split.{argument} must be in [0, 1), got {value}")
+    if min_train < 0:
+        raise ValueError(f"data.split.min_train must be >= 0, got {min_train}")
+    n = pl.len().over(USER_ID).cast(pl.Int64)
+    n_test = _share(n, test_fraction)
+    return _last_events_part(n_test, _share(n - n_test, valid_fraction), min_train)
+
+
+def _last_events_part(n_test: pl.Expr, n_valid: pl.Expr, min_train: int) -> pl.Expr:
+    """Per user: the last n_test events are test, the n_valid before them validation, unless that would
+    leave fewer than min_train in train (then all are train)."""
     from_end = pl.int_range(pl.len(), 0, -1).over(USER_ID) - 1
-    held_out = pl.len().over(USER_ID) >= min_train + valid_last + test_last
+    held_out = pl.len().over(USER_ID).cast(pl.Int64) - n_test - n_valid >= min_train
     return (
-        pl.when(held_out & (from_end < test_last))
+        pl.when(held_out & (from_end < n_test))
         .then(pl.lit("test"))
-        .when(held_out & (from_end < test_last + valid_last))
+        .when(held_out & (from_end < n_test + n_valid))
         .then(pl.lit("valid"))
         .otherwise(pl.lit("train"))
     )
+
+
+def _share(n: pl.Expr, fraction: float) -> pl.Expr:
+    if fraction == 0.0:
+        return pl.lit(0, dtype=pl.Int64)
+    return pl.max_horizontal((n.cast(pl.Float64) * fraction).round().cast(pl.Int64), pl.lit(1, dtype=pl.Int64))
 
 
 def cut_part(at: datetime, valid_from: datetime | None = None) -> pl.Expr:
@@ -110,3 +148,11 @@ def _utc(text: str, key: str) -> datetime:
         return _aware(datetime.fromisoformat(text))
     except ValueError:
         raise ValueError(f"data.split.{key} must be an ISO 8601 date or time, got {text!r}") from None
+
+
+def cold_item_indices(n_items: int, fraction: float, seed: int) -> np.ndarray:
+    """A seeded random `fraction` of item indices 1..n_items whose events never become training examples."""
+    if not 0.0 <= fraction < 1.0:
+        raise ValueError(f"data.split.cold_items must be in [0, 1), got {fraction}")
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(np.arange(1, n_items + 1), size=int(round(fraction * n_items)), replace=False))

@@ -1,4 +1,5 @@
-"""Offline evaluation with full ranking over the catalogue, next to a popularity baseline ranked the same way."""
+"""Offline evaluation with full ranking over the catalogue, next to popularity, content-kNN and random
+references ranked the same way, for all, warm and cold targets (cold-start details in cold_start.py)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -6,8 +7,11 @@ from collections.abc import Sequence
 import numpy as np
 
 from tandemrec.data.examples import EvalQueries
+from tandemrec.retrieval.cold_start import cold_exposure, content_knn_topk, exact_topk, random_ranking_metrics
 from tandemrec.retrieval.metrics import ranking_metrics
 from tandemrec.retrieval.retriever import Retriever
+
+EXPOSURE_K = 10  # cold exposure looks at the first page of results
 
 
 def popularity_topk(counts: np.ndarray, exclude: Sequence[np.ndarray], k: int) -> np.ndarray:
@@ -34,34 +38,68 @@ def evaluate(
     train_counts: np.ndarray,
     ks: Sequence[int] = (10, 50),
     cold_rows: np.ndarray | None = None,
+    text_features: np.ndarray | None = None,
 ) -> dict:
-    """Metrics of the model and of popularity on `queries`, with seen items excluded for both.
+    """Metrics of the model and of its references on `queries`, with seen items excluded for all.
 
     Since seen items are never recommended, a target the user had already seen can never be hit: such
     targets are left out, and users with only such targets are skipped (counted in the result).
     `train_counts[r]` is the training-event count of index row r. Users' features are taken just
-    before each query's time, so nothing from the evaluated period leaks in. With `cold_rows` (items
-    kept out of training), the metrics are also given for cold and warm targets apart.
+    before each query's time, so nothing from the evaluated period leaks in.
+
+    With `text_features` (row r: the text-encoder output of index row r) the content-kNN reference is
+    ranked too (see `content_knn_topk`). With `cold_rows` (sorted; the items without training events, see
+    `cold_start.cold_rows`) the metrics are also given for warm and cold targets apart, each next to the
+    expected value of a random ranking; when some targets are cold, also the new-arrivals shelf (only the
+    cold items ranked) and the cold exposure (are cold items shown as often as they are wanted?).
     """
-    k_max = max(ks)
+    n_items = len(retriever.index)
+    k_max = max(*ks, min(EXPOSURE_K, n_items))
     seen, targets = unseen_targets(retriever, queries)
     vectors = retriever.embed_users(queries.users, queries.times)
-    model_top, _ = retriever.index.search(vectors, k_max, exclude=seen)
-    popular_top = popularity_topk(train_counts, seen, k_max)
+    tops = {
+        "tandemrec": retriever.index.search(vectors, k_max, exclude=seen)[0],
+        "popularity": popularity_topk(train_counts, seen, k_max),
+    }
+    if text_features is not None:
+        tops["content_knn"] = content_knn_topk(text_features, seen, k_max, fallback=tops["popularity"])
 
-    def compare(wanted: list[np.ndarray]) -> dict:
-        keep = [i for i, t in enumerate(wanted) if len(t)]
-        if not keep:
-            return {"users": {"evaluated": 0}}
-        chosen = [wanted[i] for i in keep]
-        return {
-            "tandemrec": ranking_metrics(model_top[keep], chosen, ks, len(retriever.index)),
-            "popularity": ranking_metrics(popular_top[keep], chosen, ks, len(retriever.index)),
-            "users": {"evaluated": len(keep), "skipped": len(wanted) - len(keep)},
-        }
+    result = compare(tops, targets, ks, n_items)
+    if cold_rows is None or not len(cold_rows):
+        return result
+    n_eligible = n_items - np.array([len(s) for s in seen])
+    cold = [np.intersect1d(t, cold_rows) for t in targets]
+    result["warm"] = compare(tops, [np.setdiff1d(t, cold_rows) for t in targets], ks, n_items, n_eligible)
+    if not any(len(t) for t in cold):
+        return result
+    result["cold"] = compare(tops, cold, ks, n_items, n_eligible)
+    shelf = {"tandemrec": exact_topk(vectors, retriever.index.vectors(cold_rows), cold_rows, seen, k_max)}
+    if text_features is not None:
+        shelf["content_knn"] = content_knn_topk(text_features, seen, k_max, rows=cold_rows)
+    shelf_size = len(cold_rows) - np.array([np.isin(s, cold_rows).sum() for s in seen])
+    result["new_arrivals"] = {**compare(shelf, cold, ks, None, shelf_size), "items": len(cold_rows)}
+    evaluated = [i for i, t in enumerate(targets) if len(t)]
+    result["cold_exposure"] = cold_exposure(
+        {name: top[evaluated] for name, top in tops.items()}, [targets[i] for i in evaluated], cold_rows, EXPOSURE_K
+    )
+    return result
 
-    result = compare(targets)
-    if cold_rows is not None and len(cold_rows):
-        result["cold"] = compare([np.intersect1d(t, cold_rows) for t in targets])
-        result["warm"] = compare([np.setdiff1d(t, cold_rows) for t in targets])
+
+def compare(
+    tops: dict[str, np.ndarray],
+    wanted: list[np.ndarray],
+    ks: Sequence[int],
+    n_items: int | None,
+    n_eligible: np.ndarray | None = None,
+) -> dict:
+    """`ranking_metrics` of each system's top-k over the users with some `wanted` rows, and with
+    `n_eligible` (rankable items per user) the expected metrics of a random ranking (`random`)."""
+    keep = [i for i, t in enumerate(wanted) if len(t)]
+    if not keep:
+        return {"users": {"evaluated": 0, "skipped": len(wanted)}}
+    chosen = [wanted[i] for i in keep]
+    result = {name: ranking_metrics(top[keep], chosen, ks, n_items) for name, top in tops.items()}
+    if n_eligible is not None:
+        result["random"] = random_ranking_metrics(np.array([len(t) for t in chosen]), n_eligible[keep], ks)
+    result["users"] = {"evaluated": len(keep), "skipped": len(wanted) - len(keep)}
     return result

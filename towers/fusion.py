@@ -24,6 +24,18 @@ def modality_dropout(present: torch.Tensor, p: float) -> torch.Tensor:
     return torch.where(emptied.unsqueeze(1), present, kept)
 
 
+def id_dropout(present: torch.Tensor, column: int, p: float) -> torch.Tensor:
+    """Hide modality `column` (the item id) with probability p where the item has other modalities, so
+    that the item is embedded from its content alone, as a new item is (DropoutNet)."""
+    if p <= 0:
+        return present
+    others = torch.cat([present[:, :column], present[:, column + 1 :]], dim=1).any(dim=1)
+    drop = (torch.rand(present.shape[0], device=present.device) < p) & others
+    kept = present.clone()
+    kept[:, column] &= ~drop
+    return kept
+
+
 class ConcatFusion(nn.Module):
     """MLP over the concatenated masked vectors and the presence flags."""
 

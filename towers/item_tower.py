@@ -13,7 +13,7 @@ from torchrec import EmbeddingBagCollection, EmbeddingBagConfig
 from tandemrec.data.batch import CATEGORY, ITEM_ID, ItemBatch
 from tandemrec.towers.config import Cardinalities, ItemTowerConfig
 from tandemrec.towers.image_encoder import ImageEncoder
-from tandemrec.towers.fusion import make_fusion, modality_dropout
+from tandemrec.towers.fusion import id_dropout, make_fusion, modality_dropout
 from tandemrec.towers.text_encoder import TextEncoder
 
 
@@ -70,6 +70,8 @@ class ItemTower(nn.Module):
         mask = torch.stack(present, dim=1)
         if self.training:
             mask = modality_dropout(mask, self.config.modality_dropout)
+            if ITEM_ID in self.modalities:
+                mask = id_dropout(mask, self.modalities.index(ITEM_ID), self.config.id_dropout)
         return F.normalize(self.fusion(stacked, mask), dim=-1)
 
     def _project(self, proj: nn.Linear, features: torch.Tensor | None, n: int) -> torch.Tensor:

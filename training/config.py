@@ -27,6 +27,9 @@ class TrainConfig:
     # "source" or "target" on that domain's examples alone (staged training: source, then target).
     domains: str = "joint"
     target_weight: float = 1.0
+    # Weight of an auxiliary loss on content-only item vectors (the batch's items with their ids hidden,
+    # as a new item is embedded): each user must also find its item from content alone. 0: off.
+    content_loss_weight: float = 0.0
     eval_k: int = 10
     patience: int = 3  # epochs without a better validation recall before stopping
     seed: int = 0
@@ -48,6 +51,6 @@ class TrainConfig:
         for name in ("batch_size", "epochs", "hard_negatives_every", "keep_checkpoints"):
             if getattr(self, name) < 1:
                 raise ValueError(f"train.{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("mixed_negatives", "hard_negatives", "checkpoint_every", "warmup_steps"):
+        for name in ("mixed_negatives", "hard_negatives", "checkpoint_every", "warmup_steps", "content_loss_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"train.{name} must be 0 or more, got {getattr(self, name)}")

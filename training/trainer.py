@@ -22,13 +22,13 @@ from tandemrec.data.examples import Examples
 from tandemrec.data.prepared import PreparedData
 from tandemrec.data.run_folder import RunFolder
 from tandemrec.towers.freezing import layerwise_learning_rates
-from tandemrec.towers.inference import embed, frozen_backbone_features
-from tandemrec.towers.item_tower import ItemTower
+from tandemrec.towers.inference import embed
 from tandemrec.towers.serialization import save_model
 from tandemrec.towers.two_tower import TwoTower
 from tandemrec.training import distributed
 from tandemrec.training.checkpoint import CheckpointError, Checkpoints, TrainState
 from tandemrec.training.config import TrainConfig
+from tandemrec.training.frozen_features import cache_frozen_backbones
 from tandemrec.training.global_batch import gather_with_grad, rank_slice, total
 from tandemrec.training.loss import InBatchSoftmax, domain_weights
 from tandemrec.training.negatives import HardNegativeMiner, mixed_log_q, mixed_negatives
@@ -107,7 +107,9 @@ class Trainer:
         cfg = self.config
         self.model.to(env.device)
         if cfg.cache_frozen_backbones:
-            cache_frozen_backbones(self.model.item_tower, self.content, cfg.encode_batch_size, env.device)
+            cache_frozen_backbones(
+                self.model.item_tower, self.content, cfg.encode_batch_size, env.device, self.progress and env.rank == 0
+            )
         dmp, plan = distributed.shard(
             self.model, env, cfg.embedding_lr, cfg.sharding, cfg.table_sharding, cfg.embedding_optimizer
         )
@@ -226,25 +228,32 @@ class Trainer:
             rng = np.random.default_rng([cfg.seed, epoch, step, env.rank, 1])
             extra.append(miner.draw(train.users[rows], train.items[rows], cfg.hard_negatives, rng))
         extra_ids = np.concatenate(extra)
+        # The rows' items, the extra negatives, then (with the content loss) the rows' items again, ids hidden.
+        content_rows = train.items[rows] if cfg.content_loss_weight > 0 else train.items[:0]
+        item_rows = np.concatenate([train.items[rows], extra_ids, content_rows])
+        content_only = torch.arange(len(item_rows)) >= len(item_rows) - len(content_rows)
         users = self.data.features.batch(train.users[rows], train.times[rows]).to(env.device)
-        items = self.content.batch(torch.from_numpy(np.concatenate([train.items[rows], extra_ids]) - 1)).to(env.device)
+        items = self.content.batch(torch.from_numpy(item_rows - 1), content_only).to(env.device)
         user_vec, item_vec = dmp(users, items)
-        candidates = torch.cat([gather_with_grad(item_vec[: len(rows)].float()), item_vec[len(rows) :].float()])
+        n = len(rows) + len(extra_ids)
+        candidates = torch.cat([gather_with_grad(item_vec[: len(rows)].float()), item_vec[len(rows) : n].float()])
         ids = torch.from_numpy(np.concatenate([train.items[batch], extra_ids])).to(env.device)
         if target is not None:
             totals = (float(source[batch].sum()), float(target[batch].sum()))
             weights = domain_weights(torch.from_numpy(source[rows]), torch.from_numpy(target[rows]), cfg.target_weight, totals)
         else:
             weights = torch.full((len(rows),), 1.0 / len(batch))
-        loss = self.loss_fn(
-            user_vec.float(),
-            candidates,
-            ids,
-            self.model.temperature,
-            None if log_q is None else log_q.to(env.device)[ids],
-            weights.to(env.device),
-            offset,
-        )
+        weights = weights.to(env.device)
+        log_q = None if log_q is None else log_q.to(env.device)
+        temperature = self.model.temperature
+        loss = self.loss_fn(user_vec.float(), candidates, ids, temperature, None if log_q is None else log_q[ids], weights, offset)
+        if len(content_rows):
+            content = gather_with_grad(item_vec[n:].float())
+            content_ids = ids[: len(batch)]
+            content_q = None if log_q is None else log_q[content_ids]
+            loss = loss + cfg.content_loss_weight * self.loss_fn(
+                user_vec.float(), content, content_ids, temperature, content_q, weights, offset
+            )
         return loss * env.world_size
 
     def _steps(self, n: int, world_size: int) -> int:
@@ -366,12 +375,3 @@ class Trainer:
         seen = self.data.log.items_before(valid.users, valid.times)
         return items, recall_at_k(users, items, valid.targets, seen, self.config.eval_k)
 
-
-def cache_frozen_backbones(tower: ItemTower, content: ItemContent, batch_size: int, device: torch.device) -> None:
-    """Run each frozen backbone once over the items of `content` and keep its outputs there, for training and
-    embedding alike; content that already holds them (training's own) is left as it is."""
-    if content.image_features is not None or content.text_features is not None:
-        return
-    tower.eval()
-    image, text = frozen_backbone_features(tower, content.batches(batch_size), device)
-    content.image_features, content.text_features = image, text

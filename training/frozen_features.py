@@ -1,0 +1,152 @@
+"""Outputs of frozen backbones, computed once per (weights, content) and kept on disk across jobs and runs.
+
+A frozen image or text backbone gives the same output for the same input forever, and running it is most
+of the cost of training, indexing, evaluating or exporting with a pretrained encoder (minutes for a 10K-item
+catalogue on CPU). So its outputs are stored in a cache folder named by a hash of the backbone's weights
+(and of whatever else shapes its output: normalisation, pooling), one row per item keyed by item id and
+by a hash of the row's input (pixels, or token ids and mask). Another job or another run over the same
+items maps the rows instead of recomputing them; a changed item recomputes only its row; other weights
+(a fine-tuned or random backbone) get a folder of their own.
+
+The cache root is `$TANDEMREC_CACHE`, else `$XDG_CACHE_HOME/tandemrec`, else `~/.cache/tandemrec`
+(as `HF_HOME` is for model hubs); where it cannot be written, outputs are computed and not kept.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from tandemrec.data.content import ItemContent
+from tandemrec.data.content_cache import ArraySpec, cached_rows
+
+log = logging.getLogger(__name__)
+FEATURES_DIR = "frozen-features"
+
+# Item rows -> the backbone's outputs for them, float32 (len(rows), width).
+Encode = Callable[[torch.Tensor], torch.Tensor]
+
+
+def cache_root() -> Path:
+    """Where frozen-backbone outputs are kept (see the module docstring)."""
+    if os.environ.get("TANDEMREC_CACHE"):
+        return Path(os.environ["TANDEMREC_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "tandemrec"
+
+
+def weights_fingerprint(module: nn.Module, extra: dict | None = None) -> str:
+    """A hash of everything that decides a frozen module's outputs: its class, every parameter and buffer
+    (names, dtypes, shapes, values) and `extra` (settings outside the weights, such as pooling)."""
+    digest = hashlib.sha256(json.dumps([type(module).__name__, extra or {}], sort_keys=True, default=str).encode())
+    for name, tensor in sorted({**dict(module.named_parameters()), **dict(module.named_buffers())}.items()):
+        value = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}|{value.dtype}|{tuple(value.shape)}".encode())
+        digest.update(value.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def frozen_outputs(
+    kind: str,
+    fingerprint: str,
+    item_ids: list[str] | None,
+    inputs: list[torch.Tensor],
+    encode: Encode,
+    width: int,
+    batch_size: int,
+    progress: bool = False,
+) -> torch.Tensor:
+    """The outputs of a frozen backbone for every item row: from the cache when it holds them for these
+    weights (`fingerprint`) and inputs, else computed (only for the rows it lacks) and stored there.
+
+    `inputs` are the per-row tensors the backbone reads (pixels; or token ids and mask), whose hash keys
+    each row; `encode(rows)` runs the backbone on those rows."""
+    n = int(inputs[0].shape[0])
+    bar = tqdm(total=n, desc=f"{kind} backbone", unit="item", disable=not progress)
+
+    def compute(rows: np.ndarray) -> tuple[dict[str, np.ndarray], list[str | None]]:
+        out = np.empty((len(rows), width), dtype=np.float32)
+        for start in range(0, len(rows), batch_size):
+            chunk = torch.from_numpy(rows[start : start + batch_size])
+            out[start : start + len(chunk)] = encode(chunk).float().cpu().numpy()
+            bar.update(len(chunk))
+        return {"features": out}, [None] * len(rows)
+
+    try:
+        folder = _writable(cache_root() / FEATURES_DIR)
+        if folder is None or item_ids is None:
+            return torch.from_numpy(compute(np.arange(n))[0]["features"])
+        params = {"kind": kind, "weights": fingerprint}
+        rows = cached_rows(
+            folder / f"{kind}-{fingerprint[:16]}",
+            params,
+            item_ids,
+            [_row_hash(inputs, i) for i in range(n)],
+            {"features": ArraySpec((width,), "float32")},
+            compute,
+        )
+        if not len(rows.computed):
+            log.info("%s backbone outputs of %d items read from the cache", kind, n)
+        return torch.from_numpy(rows.arrays["features"])
+    finally:
+        bar.close()
+
+
+def _row_hash(inputs: list[torch.Tensor], row: int) -> str:
+    digest = hashlib.sha1()
+    for tensor in inputs:
+        digest.update(tensor[row].contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _writable(folder: Path) -> Path | None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        log.warning("frozen-backbone cache %s cannot be written (%s): outputs are computed, not kept", folder, error)
+        return None
+    return folder if os.access(folder, os.W_OK) else None
+
+
+def cache_frozen_backbones(
+    tower: nn.Module, content: ItemContent, batch_size: int, device: torch.device, progress: bool = False
+) -> None:
+    """Give `content` the outputs of each frozen backbone of the item tower (image, text), so that the
+    tower's forward skips them; content that already holds them (training's own) is left as it is."""
+    if content.image_features is not None or content.text_features is not None:
+        return
+    tower.eval()
+    image, text = tower.image, tower.text
+    with torch.no_grad():
+        if image is not None and image.frozen and content.pixels is not None:
+            pixels = content.pixels
+            content.image_features = frozen_outputs(
+                "image",
+                weights_fingerprint(image, {"mean": image.mean.tolist(), "std": image.std.tolist()}),
+                content.item_ids,
+                [pixels],
+                lambda rows: image(pixels[rows].to(device)),
+                image.output_dim,
+                batch_size,
+                progress,
+            )
+        if text is not None and text.frozen and content.input_ids is not None:
+            ids, mask = content.input_ids, content.attention_mask
+            content.text_features = frozen_outputs(
+                "text",
+                weights_fingerprint(text, {"pooling": text.config.pooling}),
+                content.item_ids,
+                [ids, mask],
+                lambda rows: text(ids[rows].to(device), mask[rows].to(device)),
+                text.output_dim,
+                batch_size,
+                progress,
+            )
