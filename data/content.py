@@ -21,7 +21,7 @@ from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from tandemrec.data.batch import CATEGORY, ITEM_ID, ItemBatch
 from tandemrec.data.content_cache import ArraySpec, cached_rows, file_fingerprint, text_fingerprint
-from tandemrec.data.images import DECODE_ERRORS, problem_of
+from tandemrec.data.images import DECODE_ERRORS, open_image, problem_of
 
 log = logging.getLogger(__name__)
 NO_IMAGE = "no image"
@@ -190,8 +190,8 @@ def load_images(
 def decode_images(
     paths: Sequence[str | None], root: Path | None, size: int, progress: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor, list[str | None]]:
-    """Pixels, the mask of decoded rows, and each row's problem (None, "no image", "missing image",
-    "unreadable image")."""
+    """Pixels, the mask of decoded rows, and each row's problem (None, "no image", or a reason of
+    data/images.py: missing, unreadable, outside `root`, not a regular file)."""
     from tqdm import tqdm
 
     pixels = torch.zeros((len(paths), 3, size, size), dtype=torch.uint8)
@@ -202,7 +202,7 @@ def decode_images(
             reasons[row] = NO_IMAGE
             continue
         try:
-            with Image.open(_path(rel, root)) as img:
+            with open_image(_path(rel, root), None if root is None else [root]) as img:
                 pixels[row] = square_pixels(img, size)
             ok[row] = True
         except DECODE_ERRORS as error:

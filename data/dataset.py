@@ -130,10 +130,17 @@ class Dataset:
     root: Path | None = None
     name: str = "dataset"
     intake: Intake | None = None
+    # Folders besides `root` that the user named for images (MovieLens `--posters DIR`); an image path of
+    # the data that resolves anywhere else is refused, never opened.
+    image_roots: tuple[Path, ...] = ()
 
     def image_path(self, relative: str) -> Path:
         """Where an item's `image` value points: relative to `root`, or as given when there is no root."""
         return (self.root or Path()) / relative
+
+    def image_folders(self) -> list[Path] | None:
+        """The folders images may be read from (None: no source folder, nothing to confine to)."""
+        return None if self.root is None else [self.root, *self.image_roots]
 
     def user_attributes(self) -> list[str]:
         """The categorical user columns (sorted), the user tower's feature names besides the id."""
@@ -150,6 +157,7 @@ class Dataset:
             root=self.root,
             name=self.name,
             intake=self.intake,
+            image_roots=self.image_roots,
         )
 
     def collect(self) -> Dataset:

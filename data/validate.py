@@ -78,7 +78,10 @@ def validate(dataset: Dataset, strict: bool = False) -> tuple[Dataset, Validatio
             Rule("unknown item", "item_id", ~pl.col("item_id").is_in(items["item_id"].implode())),
         ],
     )
-    valid = Dataset(interactions=interactions, items=items, users=users, root=data.root, name=data.name)
+    valid = Dataset(
+        interactions=interactions, items=items, users=users, root=data.root, name=data.name,
+        image_roots=data.image_roots,
+    )
     return valid, report
 
 
@@ -151,11 +154,13 @@ def _first_refusal(
 
 
 def _repair_images(items: pl.DataFrame, dataset: Dataset, report: ValidationReport) -> pl.DataFrame:
-    """Null the image of items whose file is missing or unreadable, counting each as a repair."""
+    """Null the image of items whose file is missing, unreadable, not a regular file or outside the
+    dataset's image folders, counting each as a repair."""
     paths = items["image"]
     if paths.null_count() == paths.len():
         return items
-    problems = [None if p is None else image_problem(dataset.image_path(p)) for p in paths.to_list()]
+    folders = dataset.image_folders()
+    problems = [None if p is None else image_problem(dataset.image_path(p), folders) for p in paths.to_list()]
     found = pl.Series(problems, dtype=pl.String)
     repairs = found.drop_nulls().value_counts(sort=True)
     report.add_repairs("items", dict(repairs.iter_rows()))

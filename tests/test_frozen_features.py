@@ -142,3 +142,14 @@ def test_fingerprint_covers_buffers_of_every_shape():
     norm[1].running_mean += 1.0
     assert weights_fingerprint(norm) != first
     assert weights_fingerprint(norm, {"pooling": "cls"}) != weights_fingerprint(norm, {"pooling": "mean"})
+
+
+def test_a_frozen_encoder_gives_its_cached_outputs_in_training_mode_too():
+    tower = _encoders()
+    tower.train()
+    content = _content(seed=4)
+    with torch.no_grad():
+        trained_mode = tower.text(content.input_ids, content.attention_mask)
+    assert not tower.text.backbone.training and not tower.image.visual.training
+    cache_frozen_backbones(tower, content, 5, torch.device("cpu"))
+    assert torch.allclose(trained_mode, content.text_features, atol=1e-5)

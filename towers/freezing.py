@@ -28,3 +28,16 @@ def layerwise_learning_rates(
         level = in_block.get(id(param), level)
         rates[id(param)] = base_lr * decay ** (len(blocks) - 1 - level)
     return rates
+
+
+class FreezableEncoder(nn.Module):
+    """An encoder that may be frozen (every parameter without a gradient). A frozen one stays in evaluation
+    mode even while the model trains: no dropout and no batch-norm statistics drifting, so it gives the
+    outputs that the frozen-feature cache holds (and that its weights hash names)."""
+
+    @property
+    def frozen(self) -> bool:
+        return not any(p.requires_grad for p in self.parameters())
+
+    def train(self, mode: bool = True) -> "FreezableEncoder":
+        return super().train(mode and not self.frozen)

@@ -23,7 +23,7 @@ from torch import nn
 
 from tandemrec.towers.config import ImageEncoderConfig
 from tandemrec.towers.errors import EncoderLoadError
-from tandemrec.towers.freezing import freeze_all_but_last
+from tandemrec.towers.freezing import FreezableEncoder, freeze_all_but_last
 
 # tandemrec's built-in open_clip model configs (`efficientnet-lite0`, `tandemrec-tiny-vit`). open_clip
 # 3.3.0 reads `preprocess_cfg` only from a hub or `local-dir:` open_clip_config.json and passes any extra
@@ -34,7 +34,7 @@ open_clip.add_model_config(MODEL_CONFIGS)
 PACKAGE = "package:"
 
 
-class ImageEncoder(nn.Module):
+class ImageEncoder(FreezableEncoder):
     """Maps uint8 pixels (B, 3, S, S) to image features (B, output_dim).
 
     Normalisation uses the mean/std the visual tower was trained with, so cached pixels stay raw
@@ -56,10 +56,6 @@ class ImageEncoder(nn.Module):
         if config.trainable_blocks > 0:
             for module in _after_blocks(self.visual):
                 module.requires_grad_(True)
-
-    @property
-    def frozen(self) -> bool:
-        return not any(p.requires_grad for p in self.parameters())
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         x = pixels.to(self.mean.dtype) / 255.0

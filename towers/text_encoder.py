@@ -10,7 +10,7 @@ from torch import nn
 
 from tandemrec.towers.config import TextEncoderConfig
 from tandemrec.towers.errors import EncoderLoadError
-from tandemrec.towers.freezing import freeze_all_but_last
+from tandemrec.towers.freezing import FreezableEncoder, freeze_all_but_last
 
 
 def resolve_text_source(name_or_path: str) -> str:
@@ -37,7 +37,7 @@ def load_tokenizer(source: str, local_files_only: bool = True) -> transformers.P
         raise EncoderLoadError(_hint(f"tokenizer for '{source}'", path, err)) from err
 
 
-class TextEncoder(nn.Module):
+class TextEncoder(FreezableEncoder):
     """Token ids (B, L) and attention mask to one pooled vector per text (B, hidden)."""
 
     def __init__(self, config: TextEncoderConfig, load_weights: bool = True) -> None:
@@ -49,10 +49,6 @@ class TextEncoder(nn.Module):
         self.output_dim = int(self.backbone.config.hidden_size)
         self.blocks = _layers(self.backbone)  # a plain list: the modules stay registered under backbone
         freeze_all_but_last(self.backbone, self.blocks, config.trainable_layers)
-
-    @property
-    def frozen(self) -> bool:
-        return not any(p.requires_grad for p in self.parameters())
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state

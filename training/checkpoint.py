@@ -6,9 +6,12 @@ processes resumes on M) and `meta.json`: the training position, best-so-far, LR 
 a fingerprint of the model and training config, and the SHA-256 of every file. It is written under a
 temporary name and renamed once complete, so a killed job leaves either a whole checkpoint or none.
 
-DCP keeps its own index (`.metadata`) as a pickle. Checkpoints are the job's own files, and before DCP
-reads a single byte every file is checked against the checksums in the JSON `meta.json`: a truncated,
-corrupted or swapped file is refused with its name. Only tensors are stored through DCP.
+Before DCP reads a single byte every file is checked against the checksums in the JSON `meta.json`: a
+truncated, corrupted or swapped file is refused with its name. Only tensors are stored through DCP. DCP
+keeps its own index (`.metadata`) as a pickle, and a checksum cannot vouch for it (whoever can write the
+run folder can rewrite meta.json too), so the index is never given to `pickle.load`: it is read by a
+restricted unpickler (`safe_unpickle`) that refuses, with the file and the name, anything but the classes
+a DCP index holds, and runs nothing.
 """
 from __future__ import annotations
 
@@ -21,10 +24,13 @@ from typing import Any
 import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint.metadata import Metadata, StorageMeta
 
 from tandemrec.data.atomic import atomic_write_json, replace_folder, sha256_file
+from tandemrec.training.safe_unpickle import ForbiddenGlobal, load_dcp_index
 
 META = "meta.json"
+INDEX = ".metadata"  # DCP's index of a checkpoint, a pickle
 FORMAT = 1
 
 
@@ -107,7 +113,8 @@ class Checkpoints:
         return sorted(p for p in self.folder.glob("epoch*-step*") if (p / META).is_file()) if self.folder.is_dir() else []
 
     def check(self, path: Path) -> dict[str, Any]:
-        """meta.json of a checkpoint, after checking its files and that it was made by this configuration."""
+        """meta.json of a checkpoint, after checking its files, that DCP's index holds nothing but DCP's
+        classes, and that it was made by this configuration."""
         meta_path = Path(path) / META
         if not meta_path.is_file():
             raise CheckpointError(f"'{path}' is not a complete checkpoint: it has no {META}")
@@ -123,6 +130,7 @@ class Checkpoints:
                 raise CheckpointError(f"checkpoint file '{file}' is missing")
             if sha256_file(file) != digest:
                 raise CheckpointError(f"checkpoint file '{file}' is corrupted (its SHA-256 differs from {META})")
+        read_index(Path(path) / INDEX)
         differ = _differences(meta["fingerprint"], self.fingerprint)
         if differ:
             raise CheckpointError(
@@ -138,10 +146,42 @@ class Checkpoints:
         the state and the LR schedule's saved state."""
         meta = self.check(path)
         tensors = _tensors(model, optimizer, extra)
-        dcp.load(tensors, checkpoint_id=str(path))
+        dcp.load(tensors, storage_reader=IndexCheckedReader(path))
         model.load_state_dict(tensors["model"])
         optimizer.load_state_dict({**optimizer.state_dict(), "state": tensors["optimizer"]})
         return TrainState(**meta["state"]), meta["schedule"]
+
+
+def read_index(file: Path) -> Metadata:
+    """DCP's index of a checkpoint, unpickled by the restricted unpickler: a name outside DCP's classes is
+    refused before it is imported, so nothing in the file runs."""
+    if not file.is_file():
+        raise CheckpointError(f"checkpoint file '{file}' is missing")
+    try:
+        with open(file, "rb") as stream:
+            index = load_dcp_index(stream)
+    except ForbiddenGlobal as err:
+        raise CheckpointError(
+            f"checkpoint file '{file}' tries to load '{err.module}.{err.name}', which is not a class of a DCP "
+            "checkpoint index; refused, nothing in it was run"
+        ) from err
+    except Exception as err:  # a malformed pickle raises any of UnpicklingError, EOFError, ValueError, ...
+        raise CheckpointError(f"checkpoint file '{file}' is not a readable DCP checkpoint index: {err}") from err
+    if not isinstance(index, Metadata):
+        raise CheckpointError(f"checkpoint file '{file}' holds a {type(index).__name__}, not a DCP checkpoint index")
+    return index
+
+
+class IndexCheckedReader(dcp.FileSystemReader):
+    """DCP's file reader, but reading the index through `read_index` instead of `pickle.load` (the
+    rest mirrors torch's FileSystemReader.read_metadata)."""
+
+    def read_metadata(self, *args: Any, **kwargs: Any) -> Metadata:
+        index = read_index(Path(self._get_metadata_path(kwargs.get("rank"))))
+        if getattr(index, "storage_meta", None) is None:
+            index.storage_meta = StorageMeta()
+        index.storage_meta.load_id = self.load_id
+        return index
 
 
 def _tensors(model: torch.nn.Module, optimizer, extra: dict[str, torch.Tensor] | None) -> dict[str, Any]:

@@ -73,12 +73,16 @@ def read_movielens(path: str | Path, posters: str | Path | None = None) -> Datas
         )
     root = folder.resolve()
     items = items.with_columns(image=_poster_paths(items["item_id"], posters, root))
+    image_roots = () if posters is None else (Path(posters).resolve(),)  # named by the user: allowed
     interactions, source = ratings
     tables = {"interactions": source, "items": TableSource(items_file, "line")}
     if users is not None:
         tables["users"] = TableSource(users_file, "line")
     intake = Intake(tables)
-    return Dataset(interactions=interactions, items=items, users=users, root=root, name=root.name, intake=intake)
+    return Dataset(
+        interactions=interactions, items=items, users=users, root=root, name=root.name, intake=intake,
+        image_roots=image_roots,
+    )
 
 
 def _bad_line(file: Path, line: int, problem: str, column: str | None = None) -> DataError:
