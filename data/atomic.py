@@ -9,12 +9,15 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import secrets
 import shutil
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
+
+_OS_ERROR = re.compile(r"\(os error (\d+)\)")
 
 
 @contextmanager
@@ -35,9 +38,38 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         finally:
             os.close(fd)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         tmp.unlink(missing_ok=True)
+        disk = disk_error(err, path, tmp)
+        if disk is not None:
+            raise disk from err
         raise
+
+
+def disk_error(err: BaseException, path: Path, tmp: Path | None = None) -> OSError | None:
+    """The disk's refusal (full, read-only, no permission) behind a failed write of `path` (staged at `tmp`,
+    a file or a folder), as an OSError naming `path`; None for any other error.
+
+    Rust-backed writers (polars, safetensors) carry the errno only in their message ("... (os error 28)"),
+    and a plain OSError from write() names no file, or only the temporary one.
+    """
+    if isinstance(err, OSError):
+        if err.errno is None or not (err.filename is None or _within(err.filename, tmp)):
+            return None
+        number = err.errno
+    else:
+        found = _OS_ERROR.search(str(err))
+        if found is None:
+            return None
+        number = int(found.group(1))
+    return OSError(number, os.strerror(number), str(path))
+
+
+def _within(name: str | bytes | int, folder: Path | None) -> bool:
+    """Whether the file an OSError names is `folder` (a temporary file or folder) or lies inside it."""
+    if folder is None or not isinstance(name, str):
+        return False
+    return Path(name) == folder or Path(folder) in Path(name).parents
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:

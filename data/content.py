@@ -108,7 +108,7 @@ def build_item_content(
         item_ids=ids,
     )
     if tokenize is not None:
-        texts = _item_texts(items)
+        texts = item_texts(items)
         if cache is not None and tokenizer_key is not None:
             content.input_ids, content.attention_mask = _cached_tokens(
                 cache, ids, texts, tokenize, max_length, tokenizer_key
@@ -171,7 +171,8 @@ def _cached_tokens(
     return torch.from_numpy(cached.arrays["input_ids"]), torch.from_numpy(cached.arrays["attention_mask"])
 
 
-def _item_texts(items: pl.DataFrame) -> list[str]:
+def item_texts(items: pl.DataFrame) -> list[str]:
+    """Each item's "title. text": what the text encoder reads and what product search matches words in."""
     title = items["title"].fill_null("")
     text = items["text"].fill_null("") if "text" in items.columns else pl.Series([""] * items.height)
     return [f"{a}. {b}".strip(". ") if b else a for a, b in zip(title.to_list(), text.to_list())]

@@ -28,6 +28,7 @@ import polars as pl
 from numpy.lib.format import open_memmap
 
 from tandemrec.data.atomic import replace_folder
+from tandemrec.data.errors import DataError
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +154,7 @@ def _map(folder: Path, specs: dict[str, ArraySpec]) -> dict[str, np.ndarray]:
     arrays = {name: np.load(folder / f"{name}.npy", mmap_mode="c") for name in specs}
     for name, spec in specs.items():
         if arrays[name].shape[1:] != spec.shape or arrays[name].dtype != np.dtype(spec.dtype):
-            raise ValueError(f"{name}.npy has shape {arrays[name].shape} {arrays[name].dtype}, expected {spec}")
+            raise DataError(f"{name}.npy has shape {arrays[name].shape} {arrays[name].dtype}, expected {spec}")
     return arrays
 
 

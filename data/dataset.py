@@ -20,7 +20,7 @@ from pathlib import Path
 
 import polars as pl
 
-from tandemrec.data.atomic import replace_folder
+from tandemrec.data.atomic import disk_error, replace_folder
 from tandemrec.data.errors import DataError
 from tandemrec.data.intake import Intake, helper_columns
 from tandemrec.data.report import ValidationReport
@@ -172,15 +172,17 @@ class Dataset:
         Images are copied (hard-linked when the file system allows) into `dest/images/` and the `image`
         column is rewritten to point there. Interactions held as a plan are streamed to Parquet, never
         whole in memory. `report` (a validation report) gets the totals of the written tables and goes
-        to `report.json`. An existing `dest`
-        is replaced only once the new folder is complete, and only if it is a dataset folder, so a typo
-        cannot wipe an unrelated directory.
+        to `report.json`; the rows of each table as written (from the Parquet footers) must be the rows
+        the report kept, or nothing is published (a RuntimeError: the accounting has a bug). An existing
+        `dest` is replaced only once the new folder is complete, and only if it is a dataset folder, so a
+        typo cannot wipe an unrelated directory. A failed write (full disk, read-only folder) leaves no
+        partial output and is an OSError naming `dest`.
         """
         dest = Path(dest).absolute()
         _check_replaceable(dest)
         data = self.conformed()
-        dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = dest.with_name(f".{dest.name}.tmp-{uuid.uuid4().hex}")
+        dest.parent.mkdir(parents=True, exist_ok=True)  # its OSError names the folder it could not make
         tmp.mkdir()
         try:
             items = data.items.with_columns(pl.col("image").replace(self._gather_images(data.items, tmp)))
@@ -192,11 +194,15 @@ class Dataset:
                         frame.sink_parquet(tmp / _FILES[table], engine="streaming")
                     else:
                         frame.write_parquet(tmp / _FILES[table])
-            _write_manifest(tmp, self.name)
+            written = _write_manifest(tmp, self.name)
             if report is not None:
+                _check_accounting(dest, report, written)
                 report.totals = _totals(tmp, items)
                 (tmp / REPORT_FILE).write_text(json.dumps(report.to_dict(), indent=2, sort_keys=True) + "\n")
             replace_folder(tmp, dest)
+        except (OSError, pl.exceptions.PolarsError) as error:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise disk_error(error, dest, tmp) or error  # the disk's refusal names dest
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -291,8 +297,23 @@ def _link_or_copy(source: Path, target: Path) -> None:
         shutil.copy2(source, target)
 
 
-def _write_manifest(folder: Path, name: str) -> None:
-    """Rows and columns of each table as written (read back from the Parquet footers: no data read)."""
+def _check_accounting(dest: Path, report: ValidationReport, written: dict[str, dict]) -> None:
+    """Rows in = kept + refused for every table, and the rows written = the rows kept: a second count,
+    from what is on disk, of the one the report gives. A mismatch is a bug, never the data's fault."""
+    problems = [] if report.balanced() else [f"rows in != kept + refused ({report.to_dict()})"]
+    for table, kept in report.rows_out.items():
+        rows = written.get(table, {}).get("rows")
+        if table in _FILES and rows != kept:
+            problems.append(f"{table}: {rows} rows written, {kept} kept by validation")
+    if problems:
+        raise RuntimeError(
+            f"{dest}: the import's accounting does not add up (a bug; nothing written): {'; '.join(problems)}"
+        )
+
+
+def _write_manifest(folder: Path, name: str) -> dict[str, dict]:
+    """Rows and columns of each table as written (read back from the Parquet footers: no data read);
+    returns the tables' entry."""
     tables = {}
     for table, file in _FILES.items():
         if (folder / file).is_file():
@@ -306,6 +327,7 @@ def _write_manifest(folder: Path, name: str) -> None:
         "tables": tables,
     }
     (folder / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    return tables
 
 
 def _totals(folder: Path, items: pl.DataFrame) -> dict[str, int]:

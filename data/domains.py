@@ -17,6 +17,7 @@ import polars as pl
 
 from tandemrec.data.dataset import USER_ID, Frame
 from tandemrec.data.errors import DataError
+from tandemrec.towers.config import check_fields, setting
 
 SOURCE = "source"
 TARGET = "target"
@@ -33,17 +34,17 @@ class DomainConfig:
     train_target_fraction: the target-sparse variant: keep this seeded fraction of each user's target
         events in the training part (1.0: all of them).
     seed: the seed of that choice.
+    Every setting is checked when the config is built (see towers/config.py: `setting`).
     """
 
     source: list[str] | None = None
     target: list[str] = field(default_factory=list)
     target_min_value: float | None = None
-    train_target_fraction: float = 1.0
-    seed: int = 0
+    train_target_fraction: float = setting(1.0, ge=0, le=1)
+    seed: int = setting(0, ge=0)
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.train_target_fraction <= 1.0:
-            raise ValueError(f"data.domains.train_target_fraction must be in [0, 1], got {self.train_target_fraction}")
+        check_fields(self)
 
     @property
     def has_target(self) -> bool:

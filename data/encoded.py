@@ -40,9 +40,11 @@ def encode_events(
             vocabs.items.expr("item_id").alias("item_id"),
             "timestamp",
             *flags,
+            *([split.column] if split.given else []),  # a given split: its parts, as they are
         )
         .sort(ORDER)
         .with_columns(part_of(split).cast(PART_TYPE).alias(PART))
+        .drop([split.column] if split.given else [])
         .collect(engine="streaming")
     )
     if domains is None or domains.train_target_fraction == 1.0:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from tandemrec.errors import TandemrecError
 
-class DataError(ValueError):
+
+class DataError(TandemrecError, ValueError):
     """Bad input data. The message names the file or table, the row and column when known, and what
     was expected, so that the user can go and fix the source."""
 

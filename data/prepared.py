@@ -20,6 +20,7 @@ from tandemrec.data.domains import TARGET, DomainConfig
 from tandemrec.data.encoded import PART, encode_events
 from tandemrec.data.examples import EvalQueries, Examples, examples_of, queries_of
 from tandemrec.data.features import EventLog, UserFeatures, to_micros
+from tandemrec.data.given_split import check_given
 from tandemrec.data.split import SplitConfig, cold_item_indices
 from tandemrec.data.vocabularies import Vocabularies
 
@@ -82,8 +83,10 @@ def prepare(
     dataset: Dataset, split_config: SplitConfig, history_len: int, domains: DomainConfig | None = None
 ) -> PreparedData:
     """Vocabularies, the encoded and split events, the event log of user histories, training examples
-    (with domain masks when `domains` is given) and validation/test queries (of target events only when
-    a target domain is configured: the transfer setting predicts the target)."""
+    (of `training_parts`, with domain masks when `domains` is given) and validation/test queries (of
+    target events only when a target domain is configured: the transfer setting predicts the target)."""
+    if split_config.given:
+        check_given(dataset.interactions, split_config.column)
     vocabs = Vocabularies.build(dataset)
     events = encode_events(dataset.interactions, vocabs, split_config, domains)
     cold = cold_item_indices(len(vocabs.items) - 1, split_config.cold_items, split_config.seed)
@@ -91,7 +94,7 @@ def prepare(
     features = UserFeatures(
         log, vocabs.user_attribute_matrix(dataset.users), sorted(vocabs.attributes), history_len
     )
-    train = events.filter((pl.col(PART) == "train") & ~pl.col("item_id").is_in(cold))
+    train = events.filter(pl.col(PART).is_in(training_parts(split_config.refit)) & ~pl.col("item_id").is_in(cold))
     evaluated = events.filter(pl.col(TARGET)) if domains is not None and domains.has_target else events
     return PreparedData(
         dataset=dataset,
@@ -104,6 +107,11 @@ def prepare(
         test=queries_of(evaluated.filter(pl.col(PART) == "test")),
         cold_items=cold,
     )
+
+
+def training_parts(refit: bool) -> tuple[str, ...]:
+    """The parts a model learns from: training, and with `refit` (the final fit) validation too."""
+    return ("train", "valid") if refit else ("train",)
 
 
 def content_cache_dir(root: Path | None) -> Path | None:

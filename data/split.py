@@ -8,16 +8,19 @@ Both are one expression over the events sorted by (user, time, item), shared by 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import date, datetime, time, timezone
 
 import numpy as np
 import polars as pl
 
 from tandemrec.data.dataset import INTERACTION_COLUMNS, USER_ID, require_columns
+from tandemrec.errors import ConfigError
+from tandemrec.towers.config import check_fields, setting
 
 _PART = "__part"
 ORDER = [USER_ID, "timestamp", "item_id"]
 PARTS = ("train", "valid", "test")
+GIVEN_COLUMN = "split"  # the interactions column of a split given as one file per part
 
 
 @dataclass
@@ -26,19 +29,69 @@ class SplitConfig:
     `test_fraction` a share: the last `test_fraction` of the user's events are test and the last
     `valid_fraction` of the rest validation); or, with `cut_at` (ISO 8601, UTC when naive), every event at
     or after it is test, and every event at or after `valid_from` (when set) and before the cut is
-    validation. A user who would keep fewer than `min_train` training events stays wholly in train."""
+    validation. A user who would keep fewer than `min_train` training events stays wholly in train.
 
-    valid_last: int = 1
-    test_last: int = 1
-    min_train: int = 1
+    A given split instead: `column` names the interactions column that holds each event's part ("train",
+    "valid" or "test"), or `files` names a data path per part (read with `data.source`'s reader, see
+    data/given_split.py; the column is then GIVEN_COLUMN). Its parts are used as they are: no event moves.
+    `refit`: the model (and the baselines) train on train + valid together, for the final test run once
+    the settings are chosen on validation (the validation part then measures nothing new).
+    Every setting is checked when the config is built (see towers/config.py: `setting`)."""
+
+    valid_last: int = setting(1, ge=0)
+    test_last: int = setting(1, ge=0)
+    min_train: int = setting(1, ge=0)
     # Shares instead of counts (each at least one event when > 0): the per-user temporal ratio protocol.
-    test_fraction: float = 0.0
-    valid_fraction: float = 0.0
+    test_fraction: float = setting(0.0, ge=0, lt=1)
+    valid_fraction: float = setting(0.0, ge=0, lt=1)
     cut_at: str | None = None
     valid_from: str | None = None
     # Fraction of the catalogue held out of training altogether (cold-start evaluation), seeded.
-    cold_items: float = 0.0
-    seed: int = 0
+    cold_items: float = setting(0.0, ge=0, lt=1)
+    seed: int = setting(0, ge=0)
+    column: str | None = None
+    files: dict[str, str] | None = None
+    refit: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("cut_at", "valid_from"):  # TOML reads an unquoted date or time as one: keep its ISO text
+            if isinstance(getattr(self, name), (date, time)):
+                setattr(self, name, getattr(self, name).isoformat())
+        check_fields(self)
+        self._check_given()
+        if self.valid_from is not None and self.cut_at is None:
+            raise ConfigError(
+                f"config key 'valid_from' applies only with cut_at (a global cut), got {self.valid_from!r}",
+                ("valid_from",),
+            )
+        if self.cut_at is not None:
+            at = _utc(self.cut_at, "cut_at")
+            if self.valid_from is not None and _utc(self.valid_from, "valid_from") > at:
+                raise ConfigError(
+                    f"config key 'valid_from' must not be after cut_at ({self.cut_at!r}), got {self.valid_from!r}",
+                    ("valid_from",),
+                )
+
+    def _check_given(self) -> None:
+        """A given split names its parts one way only, and no protocol setting that would move events."""
+        if self.files is not None:
+            unknown = sorted(set(self.files) - set(PARTS))
+            if unknown or not {"train", "test"} <= set(self.files):
+                raise ConfigError(
+                    f"config key 'files' must map train, test (and optionally valid) to paths, got {sorted(self.files)}",
+                    ("files",),
+                )
+            if self.column not in (None, GIVEN_COLUMN):
+                raise ConfigError(f"config key 'column' must be unset with files, got {self.column!r}", ("column",))
+            self.column = GIVEN_COLUMN
+        if self.column is not None and (self.cut_at is not None or self.test_fraction or self.valid_fraction):
+            raise ConfigError(
+                "config key 'column' (a given split) excludes cut_at, test_fraction and valid_fraction", ("column",)
+            )
+
+    @property
+    def given(self) -> bool:
+        return self.column is not None
 
 
 @dataclass
@@ -75,6 +128,8 @@ def split_by(interactions: pl.DataFrame, config: SplitConfig) -> Split:
 
 def part_of(config: SplitConfig) -> pl.Expr:
     """The part ("train", "valid", "test") of each event under `config`, over events sorted by ORDER."""
+    if config.given:
+        return pl.col(config.column).cast(pl.String)
     if config.cut_at is None and (config.test_fraction or config.valid_fraction):
         return per_user_share_part(config.valid_fraction, config.test_fraction, config.min_train)
     if config.cut_at is None:
@@ -92,12 +147,8 @@ def per_user_part(valid_last: int, test_last: int, min_train: int) -> pl.Expr:
 
 def per_user_share_part(valid_fraction: float, test_fraction: float, min_train: int) -> pl.Expr:
     """Per user: the last round(test_fraction * n) events are test (at least one), the last
-    round(valid_fraction * rest) of the others validation (at least one when valid_fraction > 0)."""
-    for argument, value in (("valid_fraction", valid_fraction), ("test_fraction", test_fraction)):
-        if not 0.0 <= value < 1.0:
-            raise ValueError(f"data.split.{argument} must be in [0, 1), got {value}")
-    if min_train < 0:
-        raise ValueError(f"data.split.min_train must be >= 0, got {min_train}")
+    round(valid_fraction * rest) of the others validation (at least one when valid_fraction > 0). The
+    arguments come from a SplitConfig, which has checked them."""
     n = pl.len().over(USER_ID).cast(pl.Int64)
     n_test = _share(n, test_fraction)
     return _last_events_part(n_test, _share(n - n_test, valid_fraction), min_train)
@@ -144,10 +195,11 @@ def _aware(moment: datetime) -> datetime:
 
 
 def _utc(text: str, key: str) -> datetime:
+    """SplitConfig's `key`, an ISO 8601 text, as an aware datetime (UTC when naive)."""
     try:
         return _aware(datetime.fromisoformat(text))
     except ValueError:
-        raise ValueError(f"data.split.{key} must be an ISO 8601 date or time, got {text!r}") from None
+        raise ConfigError(f"config key '{key}' must be an ISO 8601 date or time, got {text!r}", (key,)) from None
 
 
 def cold_item_indices(n_items: int, fraction: float, seed: int) -> np.ndarray:

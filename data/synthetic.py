@@ -6,6 +6,11 @@ carry the class. Each user has a main taste class (and a weaker second one) that
 region hint at, and draws most events from it, by Zipf-like popularity within the class. A model that
 learns the structure beats a most-popular baseline by about 5x in Recall@10 on a leave-last-out split
 (see `tests/test_data_synthetic.py`, which measures an oracle built from the training events).
+
+`long_tail` makes the shape of real catalogues instead (configs/synthetic-long-tail.toml): item popularity
+follows one power law over the whole catalogue (each item a random popularity rank, within-class and
+anywhere draws both weighted by it), and user activity another, from 5 events to `max_events_per_user`,
+so that a recommender is also tested where most items and most users have few events.
 """
 
 from __future__ import annotations
@@ -22,8 +27,10 @@ import numpy as np
 import polars as pl
 from PIL import Image, ImageDraw
 
-from tandemrec.data.atomic import atomic_path
+from tandemrec.data.atomic import atomic_path, disk_error
 from tandemrec.data.dataset import Dataset
+from tandemrec.errors import ConfigError
+from tandemrec.towers.config import check_fields, setting
 
 TRUTH_FILE = "truth.parquet"
 
@@ -91,6 +98,7 @@ ZIPF_EXPONENT = 1.0
 # the overall rate near purchase_rate.
 OFF_TASTE_PURCHASE = 0.25
 HISTORY_DAYS = 90
+MIN_EVENTS = 5  # every user has at least this many events
 START = datetime(2026, 1, 1, tzinfo=timezone.utc)
 # Shape outlines on the unit circle; circle and ring are drawn as ellipses.
 _ARM = 0.3
@@ -114,19 +122,29 @@ _OUTLINES = {
 class SyntheticShopConfig:
     """Size and knobs of the synthetic shop; the same config and seed give the same files."""
 
-    n_users: int = 2000
-    n_items: int = 1000
-    n_classes: int = 20
-    events_per_user: int = 30  # mean; each user gets 5 + Poisson(events_per_user - 5)
-    purchase_rate: float = 0.08
-    image_size: int = 64
-    seed: int = 0
+    n_users: int = setting(2000, ge=1)
+    n_items: int = setting(1000, ge=2)
+    n_classes: int = setting(20, ge=2, le=len(CLASSES))
+    events_per_user: int = setting(30, ge=5)  # mean; each user gets 5 + Poisson(events_per_user - 5)
+    purchase_rate: float = setting(0.08, ge=0, le=1)
+    image_size: int = setting(64, ge=16)
+    seed: int = setting(0, ge=0)
+    long_tail: bool = False
+    popularity_exponent: float = setting(1.0, ge=0)  # long tail: item weight 1 / rank ** exponent
+    activity_exponent: float = setting(2.0, ge=0)  # long tail: P(a user has n events) ~ n ** -exponent
+    max_events_per_user: int = setting(2000, ge=MIN_EVENTS)  # long tail: the most active user's cap
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        if self.n_items < self.n_classes:
+            raise ConfigError(
+                f"config key 'n_items' must be >= n_classes ({self.n_classes}), got {self.n_items}", ("n_items",)
+            )
 
 
 def make_synthetic_shop(dest: str | Path, config: SyntheticShopConfig = SyntheticShopConfig()) -> Dataset:
     """Write the shop as a dataset folder at `dest` (plus `truth.parquet`: user_id, main_class,
     second_class) and return it loaded from there."""
-    _check(config)
     dest = Path(dest).absolute()
     rng = np.random.default_rng(config.seed)
     item_class = rng.permutation(np.arange(config.n_items) % config.n_classes)
@@ -140,6 +158,8 @@ def make_synthetic_shop(dest: str | Path, config: SyntheticShopConfig = Syntheti
         for image, look in zip(items["image"].to_list(), looks):
             _draw(look, config.image_size).save(staging / image)
         Dataset(interactions, items, users, root=staging, name="synthetic-shop").save(dest)
+    except OSError as error:
+        raise disk_error(error, dest, staging) or error  # the disk's refusal names dest, not the staging folder
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     names = [c.category for c in CLASSES]
@@ -153,24 +173,6 @@ def make_synthetic_shop(dest: str | Path, config: SyntheticShopConfig = Syntheti
     with atomic_path(dest / TRUTH_FILE) as tmp:
         truth.write_parquet(tmp)
     return Dataset.load(dest)
-
-
-def _check(config: SyntheticShopConfig) -> None:
-    problems = []
-    if not 2 <= config.n_classes <= len(CLASSES):
-        problems.append(f"n_classes must be in 2..{len(CLASSES)}")
-    if config.n_items < config.n_classes:
-        problems.append("n_items must be >= n_classes")
-    if config.n_users < 1:
-        problems.append("n_users must be >= 1")
-    if config.events_per_user < 5:
-        problems.append("events_per_user must be >= 5 (every user has at least 5 events)")
-    if not 0 <= config.purchase_rate <= 1:
-        problems.append("purchase_rate must be in [0, 1]")
-    if config.image_size < 16:
-        problems.append("image_size must be >= 16")
-    if problems:
-        raise ValueError(f"SyntheticShopConfig: {'; '.join(problems)}")
 
 
 def _ids(prefix: str, n: int) -> list[str]:
@@ -278,15 +280,19 @@ def _make_events(
     rng: np.random.Generator,
 ) -> pl.DataFrame:
     """Each event picks a source (main class, second class, anywhere), then an item by popularity."""
-    counts = 5 + rng.poisson(config.events_per_user - 5, size=config.n_users)
+    counts = _activity(config, rng)
     user = np.repeat(np.arange(config.n_users), counts)
     total = int(counts.sum())
     source = rng.choice(3, size=total, p=[MAIN_SHARE, SECOND_SHARE, 1 - MAIN_SHARE - SECOND_SHARE])
     wanted = np.where(source == 0, main[user], np.where(source == 1, second[user], -1))
-    item = rng.integers(config.n_items, size=total)
+    popularity = _popularity(config, item_class, rng)
+    if config.long_tail:  # "anywhere" draws follow the catalogue's power law too
+        item = rng.choice(config.n_items, size=total, p=popularity / popularity.sum())
+    else:
+        item = rng.integers(config.n_items, size=total)
     for c in range(config.n_classes):
         members = np.flatnonzero(item_class == c)
-        weights = 1.0 / np.arange(1, len(members) + 1) ** ZIPF_EXPONENT
+        weights = popularity[members]
         picks = np.flatnonzero(wanted == c)
         drawn = np.searchsorted(np.cumsum(weights / weights.sum()), rng.random(len(picks)), side="right")
         item[picks] = members[np.minimum(drawn, len(members) - 1)]
@@ -312,6 +318,28 @@ def _make_events(
             "value": pl.Series([None] * total, dtype=pl.Float64),
         }
     )
+
+
+def _activity(config: SyntheticShopConfig, rng: np.random.Generator) -> np.ndarray:
+    """Events per user: MIN_EVENTS + Poisson around events_per_user, or with `long_tail` a power law
+    over MIN_EVENTS..max_events_per_user (most users have a handful, a few have thousands)."""
+    if not config.long_tail:
+        return MIN_EVENTS + rng.poisson(config.events_per_user - MIN_EVENTS, size=config.n_users)
+    support = np.arange(MIN_EVENTS, config.max_events_per_user + 1)
+    weights = support.astype(np.float64) ** -config.activity_exponent
+    return rng.choice(support, size=config.n_users, p=weights / weights.sum())
+
+
+def _popularity(config: SyntheticShopConfig, item_class: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Each item's draw weight: Zipf by position within its class, or with `long_tail` 1 / rank ** a
+    over one random ranking of the whole catalogue, so that the catalogue's popularity is a power law."""
+    if config.long_tail:
+        return 1.0 / rng.permutation(np.arange(1, config.n_items + 1)) ** config.popularity_exponent
+    weights = np.empty(config.n_items)
+    for c in range(config.n_classes):
+        members = np.flatnonzero(item_class == c)
+        weights[members] = 1.0 / np.arange(1, len(members) + 1) ** ZIPF_EXPONENT
+    return weights
 
 
 def _draw(look: dict, size: int) -> Image.Image:

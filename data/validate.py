@@ -70,6 +70,7 @@ def validate(dataset: Dataset, strict: bool = False) -> tuple[Dataset, Validatio
             Rule("null id", USER_ID, pl.col(USER_ID).is_null()),
             Rule("null id", "item_id", pl.col("item_id").is_null()),
             Rule("null timestamp", "timestamp", pl.col("timestamp").is_null()),
+            Rule("null event", "event", pl.col("event").is_null()),  # in no domain: it would vanish later
             Rule(
                 "timestamp out of range",
                 "timestamp",
@@ -116,7 +117,8 @@ def apply_rules(
         raise source.unreadable(error) from error
     rows_in = int(counted["len"].sum())
     if rows_in == 0:
-        raise DataError(f"{table}: the table is empty, expected at least one row")
+        what = f"{table}: the table" if source is None else f"{source.file}: the {table} table"
+        raise DataError(f"{what} is empty, expected at least one row")
     counts: dict[str, int] = {}
     refused = counted.filter(pl.col(_RULE).is_not_null()).sort(_RULE)
     for rule_index, count in refused.iter_rows():

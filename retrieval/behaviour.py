@@ -12,6 +12,8 @@ Recall@k and NDCG@k of the plain top-k and of each re-ordered top-k are compared
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from tandemrec.data.behaviour import BehaviourPairs, state_vectors
@@ -119,19 +121,36 @@ def top_k_propensity(
     item_ids: list[str],
     seen: list[np.ndarray],
     k: int = 10,
+) -> np.ndarray:
+    """(n_users, n_outputs): each head output's mean probability over the user's top-k items (see
+    `top_k_mean`): how likely the user is to do each thing with what they would be recommended. The
+    per-user behaviour columns of the user export."""
+    return top_k_mean(lambda _, vectors, rows: head.probabilities(vectors, items[rows]), users, items, item_ids, seen, k)
+
+
+def top_k_mean(
+    score: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray],
+    users: np.ndarray,
+    items: np.ndarray,
+    item_ids: list[str],
+    seen: list[np.ndarray],
+    k: int = 10,
     chunk: int = 8192,
 ) -> np.ndarray:
-    """(n_users, n_outputs): each output's mean probability over the user's top-k items by exact dot
-    product, seen items (`seen[i]`: rows of `items`) left out: how likely the user is to do each thing
-    with what they would be recommended. The per-user behaviour columns of the user export."""
+    """(n_users, n_outputs): the mean of `score(user positions, user vectors, item rows)` ((m, n_outputs)
+    for m pairs) over each user's top-k items by exact dot product, seen items (`seen[i]`: rows of `items`)
+    left out. User position i is row i of `users`."""
     index = ItemIndex.build(items, item_ids)
     k = min(k, len(item_ids))
-    out = np.zeros((len(users), len(head.outputs)), dtype=np.float32)
+    out = None
     for start in range(0, len(users), chunk):
         block = users[start : start + chunk]
         top, _ = index.search(block, k, exclude=seen[start : start + chunk])
         valid = top >= 0
-        p = head.probabilities(np.repeat(block, k, axis=0), items[np.where(valid, top, 0).reshape(-1)])
+        positions = np.repeat(np.arange(start, start + len(block)), k)
+        p = score(positions, np.repeat(block, k, axis=0), np.where(valid, top, 0).reshape(-1))
         p = p.reshape(len(block), k, -1) * valid[..., None]
+        if out is None:
+            out = np.zeros((len(users), p.shape[-1]), dtype=np.float32)
         out[start : start + chunk] = p.sum(axis=1) / np.maximum(valid.sum(axis=1), 1)[:, None]
-    return out
+    return np.zeros((0, 0), dtype=np.float32) if out is None else out

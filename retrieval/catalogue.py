@@ -10,9 +10,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from tandemrec.retrieval.arguments import check_k
 from tandemrec.retrieval.errors import RetrievalError
 from tandemrec.retrieval.filters import ItemFilter
-from tandemrec.retrieval.index import ItemIndex, check_k
+from tandemrec.retrieval.index import ItemIndex
 from tandemrec.retrieval.recommendations import Recommendations
 from tandemrec.retrieval.rwlock import ReadWriteLock
 

@@ -2,11 +2,12 @@
 references ranked the same way, for all, warm and cold targets (cold-start details in cold_start.py)."""
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
 from tandemrec.data.examples import EvalQueries
+from tandemrec.retrieval.baselines import ItemWeights, baseline_topk
 from tandemrec.retrieval.cold_start import cold_exposure, content_knn_topk, exact_topk, random_ranking_metrics
 from tandemrec.retrieval.metrics import ranking_metrics
 from tandemrec.retrieval.retriever import Retriever
@@ -39,6 +40,7 @@ def evaluate(
     ks: Sequence[int] = (10, 50),
     cold_rows: np.ndarray | None = None,
     text_features: np.ndarray | None = None,
+    baselines: Mapping[str, ItemWeights] | None = None,
 ) -> dict:
     """Metrics of the model and of its references on `queries`, with seen items excluded for all.
 
@@ -48,10 +50,12 @@ def evaluate(
     before each query's time, so nothing from the evaluated period leaks in.
 
     With `text_features` (row r: the text-encoder output of index row r) the content-kNN reference is
-    ranked too (see `content_knn_topk`). With `cold_rows` (sorted; the items without training events, see
-    `cold_start.cold_rows`) the metrics are also given for warm and cold targets apart, each next to the
-    expected value of a random ranking; when some targets are cold, also the new-arrivals shelf (only the
-    cold items ranked) and the cold exposure (are cold items shown as often as they are wanted?).
+    ranked too (see `content_knn_topk`), and so is each of `baselines` (EASE, item-kNN: see baselines.py),
+    a user without a usable history getting the popularity ranking. With `cold_rows` (sorted; the items
+    without training events, see `cold_start.cold_rows`) the metrics are also given for warm and cold
+    targets apart, each next to the expected value of a random ranking; when some targets are cold, also
+    the new-arrivals shelf (only the cold items ranked) and the cold exposure (are cold items shown as
+    often as they are wanted?).
     """
     n_items = len(retriever.index)
     k_max = max(*ks, min(EXPOSURE_K, n_items))
@@ -63,6 +67,8 @@ def evaluate(
     }
     if text_features is not None:
         tops["content_knn"] = content_knn_topk(text_features, seen, k_max, fallback=tops["popularity"])
+    for name, model in (baselines or {}).items():
+        tops[name] = baseline_topk(model, seen, k_max, fallback=tops["popularity"])
 
     result = compare(tops, targets, ks, n_items)
     if cold_rows is None or not len(cold_rows):

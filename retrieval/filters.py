@@ -4,7 +4,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from tandemrec.retrieval.errors import RetrievalError
+from tandemrec.retrieval import arguments
 
 
 @dataclass(frozen=True)
@@ -23,9 +23,8 @@ class ItemFilter:
             value = getattr(self, name)
             if value is None:
                 continue
-            if isinstance(value, str) or not all(isinstance(v, str) for v in value):
-                raise RetrievalError(f"filter.{name} must be a list of strings, got {value!r}")
-            object.__setattr__(self, name, tuple(value))
+            what = "categories" if name == "categories" else "item ids"
+            object.__setattr__(self, name, tuple(arguments.id_list(value, f"filter.{name}", what, empty=True)))
 
     @property
     def restricts(self) -> bool:

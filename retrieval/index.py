@@ -23,6 +23,7 @@ import faiss
 import numpy as np
 
 from tandemrec.data.atomic import atomic_path, atomic_write_json, sha256_file
+from tandemrec.retrieval.arguments import check_k, matrix
 from tandemrec.retrieval.errors import RetrievalError
 
 log = logging.getLogger(__name__)
@@ -96,7 +97,7 @@ class ItemIndex:
         When FAISS sees GPUs, training and adding run there and the index is brought back to the CPU, where
         it is saved and searched. IVF kinds get a direct map, so stored vectors can be read back.
         """
-        vectors = _as_matrix(vectors, "vectors", None)
+        vectors = matrix(vectors, "vectors", None)
         ids = _check_ids(ids, "ids")  # before any training, which may be slow
         if len(ids) != vectors.shape[0]:
             raise RetrievalError(f"vectors has {vectors.shape[0]} rows but {len(ids)} ids were given")
@@ -227,8 +228,8 @@ class ItemIndex:
         query to the rows it marks (a filter). Removed rows are never returned. Each row still gets k results
         whenever k eligible items exist; otherwise it is padded with position -1 and score -inf.
         """
-        queries = _as_matrix(queries, "queries", self.dim)
-        check_k(k, self.live_count)
+        queries = matrix(queries, "queries", self.dim)
+        k = check_k(k, self.live_count)
         n, m = len(self), queries.shape[0]
         eligible, bits = self._eligible_rows(allowed)
         n_eligible = n if eligible is None else int(eligible.sum())
@@ -262,7 +263,7 @@ class ItemIndex:
 
     def add(self, vectors: np.ndarray, ids: Sequence[str]) -> None:
         """Append items with new ids (no retraining of the index); ids already live are refused."""
-        vectors = _as_matrix(vectors, "vectors", self.dim)
+        vectors = matrix(vectors, "vectors", self.dim)
         ids = _check_ids(ids, "ids")
         if len(ids) != vectors.shape[0]:
             raise RetrievalError(f"vectors has {vectors.shape[0]} rows but {len(ids)} ids were given")
@@ -435,14 +436,6 @@ class ItemIndex:
         return (None if selector is None else faiss.SearchParameters(sel=selector)), True
 
 
-def check_k(k: int, n_items: int) -> None:
-    """k must be a positive integer no larger than the items a search can return."""
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k <= 0:
-        raise RetrievalError(f"k must be a positive integer, got {k!r}")
-    if k > n_items:
-        raise RetrievalError(f"k={k} exceeds the {n_items} items in the index")
-
-
 def _train_and_add(index: "faiss.Index", vectors: np.ndarray, train_size: int | None, seed: int) -> "faiss.Index":
     sample = vectors
     if not index.is_trained and train_size is not None and train_size < len(vectors):
@@ -483,25 +476,6 @@ def _check_ids(ids: Sequence[str | None], name: str, allow_removed: bool = False
     if repeated:
         raise RetrievalError(f"{name} must be unique; repeated: {repeated[:_SHOWN]}")
     return ids
-
-
-def _as_matrix(x: np.ndarray, name: str, dim: int | None) -> np.ndarray:
-    """`x` as a C-contiguous float32 (n, d) matrix with n > 0, checked against `dim`."""
-    x = np.asarray(x)
-    if x.ndim != 2:
-        raise RetrievalError(
-            f"{name} must be a 2-D (n, d) matrix, got shape {x.shape} (batch a single vector as (1, d))"
-        )
-    if x.size == 0:
-        raise RetrievalError(f"{name} is empty (shape {x.shape})")
-    if dim is not None and x.shape[1] != dim:
-        raise RetrievalError(f"{name} has dimension {x.shape[1]}, the index has dimension {dim}")
-    if x.dtype.kind not in "fiu":
-        raise RetrievalError(f"{name} must be numeric, got dtype {x.dtype}")
-    x = np.ascontiguousarray(x, dtype=np.float32)
-    if not np.isfinite(x).all():
-        raise RetrievalError(f"{name} holds NaN or infinite values")
-    return x
 
 
 def _check_positions(positions: Any, name: str, n: int) -> np.ndarray:

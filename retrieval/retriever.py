@@ -8,16 +8,17 @@ becomes one polars table with `results_frame`.
 from __future__ import annotations
 
 import dataclasses
-import json
 import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from tandemrec.config import read_run_config
 from tandemrec.data.batch import UserBatch
 from tandemrec.data.content import ItemContent, build_item_content, square_pixels
 from tandemrec.data.dataset import Dataset
@@ -25,14 +26,25 @@ from tandemrec.data.features import EventLog, UserFeatures
 from tandemrec.data.run_folder import RunFolder
 from tandemrec.data.split import SplitConfig, cold_item_indices, split_by
 from tandemrec.data.vocabularies import Vocabularies
+from tandemrec.retrieval import arguments
 from tandemrec.retrieval.catalogue import ItemCatalogue
 from tandemrec.retrieval.errors import RetrievalError
 from tandemrec.retrieval.filters import ItemFilter
-from tandemrec.retrieval.index import ItemIndex, check_k
+from tandemrec.retrieval.index import ItemIndex
 from tandemrec.retrieval.profiles import Segments, UserProfile, category_shares, has_segments
 from tandemrec.retrieval.recommendations import Recommendations
+from tandemrec.retrieval.search import (
+    SEARCH_DIR,
+    ProductSearch,
+    QueryScores,
+    SearchWeights,
+    depth_for,
+    load_text_features,
+    personalise,
+    query_users,
+)
+from tandemrec.retrieval.outcome_ranker import OutcomeRanker
 from tandemrec.towers.behaviour_head import BehaviourHead, has_head, load_head
-from tandemrec.towers.config import from_dict
 from tandemrec.towers.errors import EncoderLoadError
 from tandemrec.towers.inference import embed
 from tandemrec.towers.serialization import TOKENIZER_DIR, load_model, model_hash
@@ -52,6 +64,10 @@ class Retriever:
     """Index row i holds item vocabulary index i + 1, so histories and seen sets map to rows directly;
     items added later (`add_items`) get the rows after those."""
 
+    # The run's outcome model (RUN/behaviour/outcome_model.json), set by `load`: what `recommend(rerank=...)`
+    # orders by for the output it predicts.
+    outcome: OutcomeRanker | None = None
+
     def __init__(
         self,
         model: TwoTower,
@@ -64,11 +80,14 @@ class Retriever:
         image_root: Path | None = None,
         behaviour: BehaviourHead | None = None,
         segments: Segments | None = None,
+        search_features: np.ndarray | None = None,
+        search_weights: SearchWeights | None = None,
     ) -> None:
         """`popularity[r]`: the fallback score of index row r (training-event share); `tokenizer`: the text
         encoder's, for `search`; `image_root`: where `catalogue` image paths are relative to; `behaviour`:
         the run's behaviour head (`predict_behaviour`, `recommend(rerank=...)`); `segments`: the run's user
-        segments (`profile`)."""
+        segments (`profile`); `search_features` / `search_weights`: the run's stored search state
+        (RUN/search/, see retrieval/search.py; without features `search` encodes the catalogue's texts)."""
         ids = index.ids
         run_rows = ids[: len(vocabs.items) - 1]
         if len(run_rows) != len(vocabs.items) - 1 or any(
@@ -89,10 +108,24 @@ class Retriever:
         self.behaviour = behaviour
         self.segments = segments
         self._lock = threading.Lock()
+        text = model.item_tower.text
+        self.product_search = (
+            None
+            if text is None or tokenizer is None
+            else ProductSearch(
+                text,
+                make_tokenize(tokenizer),
+                model.config.item.text.max_length,
+                self._lock,
+                search_features,
+                search_weights or SearchWeights(),
+            )
+        )
 
     @classmethod
-    def load(cls, run_dir: str | Path, device: str = "cpu") -> "Retriever":
-        run = RunFolder(Path(run_dir))
+    def load(cls, run_dir: str | Path, device: str | torch.device = "cpu") -> "Retriever":
+        run = RunFolder(arguments.path(run_dir, "run_dir"))
+        device = arguments.device(device)
         if not run.root.is_dir():
             raise RetrievalError(f"run folder '{run.root}' does not exist")
         for needed in (run.model, run.vocab, run.dataset, run.index):
@@ -115,22 +148,31 @@ class Retriever:
         towers = model_hash(run.model)
         try:
             behaviour = load_head(run.behaviour, towers) if has_head(run.behaviour) else None
+            outcome = OutcomeRanker.load(run.behaviour, towers, dataset, vocabs)
         except (EncoderLoadError, FileNotFoundError) as err:
             raise RetrievalError(str(err)) from err
         segments = Segments.load(run.profiles, towers) if has_segments(run.profiles) else None
-        return cls(
-            model, vocabs, features, index, dataset.items, popularity, tokenizer, dataset.root, behaviour, segments
+        search = run.root / SEARCH_DIR
+        retriever = cls(
+            model, vocabs, features, index, dataset.items, popularity, tokenizer, dataset.root, behaviour, segments,
+            load_text_features(search, index.ids), SearchWeights.load(search),
         )
+        retriever.outcome = outcome
+        return retriever
 
     @property
     def device(self) -> torch.device:
         return self.model.log_temperature.device
 
     def user_vectors(self, user_ids: Sequence[str], times: np.ndarray | None = None) -> np.ndarray:
-        """User embeddings from each user's features and history (up to `times`, else everything)."""
-        return self.embed_users(self._user_index(user_ids), times)
+        """User embeddings from each user's features and history (up to `times`: int64 UTC microseconds or
+        datetime64, one per user; None: everything)."""
+        user_ids = arguments.id_list(user_ids, "user_ids", "user ids")
+        return self.embed_users(self._user_index(user_ids), arguments.times(times, "times", len(user_ids)))
 
     def embed_users(self, users: np.ndarray, times: np.ndarray | None = None) -> np.ndarray:
+        """User embeddings by user vocabulary index (0: unknown), with their features as of `times`."""
+        users, times = arguments.user_times(users, times, len(self.vocabs.users))
         batches = self.features.batches(users, times, USER_BATCH)
         with self._lock:
             return embed(self.model.user_tower, batches, self.device).numpy()
@@ -160,12 +202,12 @@ class Retriever:
         likely to get that event: the scores are then the head's probabilities. A user ranked by
         popularity (unknown, nothing given) is not reranked: there is no user vector to score with.
         """
+        user_id, history, attributes = arguments.user_description(user_id, history, attributes)
         if history is None and attributes is None:
             if user_id is None:
                 raise RetrievalError("recommend needs a user_id, or history / attributes given at call time")
             return self.recommend_batch([user_id], k, exclude_seen, filter, rerank=rerank)[0]
-        self._rerank_output(rerank)
-        check_k(k, len(self.items))
+        exclude_seen = self._check_ranking(k, exclude_seen, filter, rerank)
         user, rows, batch = self._given_features(user_id, history, attributes or {})
         seen = None
         if exclude_seen:
@@ -174,7 +216,8 @@ class Retriever:
         if batch is None:
             return self.items.rank(self.popularity, k, seen, filter)
         vector = self._embed_batch(batch)
-        return self._search_users(vector, k, None if seen is None else [seen], filter, "features", rerank)[0]
+        exclude = None if seen is None else [seen]
+        return self._search_users(vector, k, exclude, filter, "features", rerank, np.array([user]))[0]
 
     def recommend_batch(
         self,
@@ -186,18 +229,14 @@ class Retriever:
         rerank: str | None = None,
     ) -> list[Recommendations]:
         """`recommend` for many users in one pass: known users through the model, unknown ones popularity."""
-        self._rerank_output(rerank)
-        if isinstance(user_ids, str):
-            raise RetrievalError("recommend_batch takes a list of user ids; use recommend() for one user")
-        if len(user_ids) == 0:
-            raise RetrievalError("no user ids given")
-        check_k(k, len(self.items))
+        user_ids = arguments.id_list(user_ids, "user_ids", "user ids")
+        exclude_seen = self._check_ranking(k, exclude_seen, filter, rerank)
         known = np.array([u in self.vocabs.users for u in user_ids], dtype=bool)
         results: list[Recommendations] = [None] * len(user_ids)  # type: ignore[list-item]
         if known.any():
             users = self.vocabs.users.encode([u for u, ok in zip(user_ids, known) if ok])
             exclude = self.seen_rows(users) if exclude_seen else None
-            found = self._search_users(self.embed_users(users), k, exclude, filter, "model", rerank)
+            found = self._search_users(self.embed_users(users), k, exclude, filter, "model", rerank, users)
             for i, rec in zip(np.flatnonzero(known), found):
                 results[i] = rec
         if not known.all():
@@ -221,19 +260,17 @@ class Retriever:
         `recommend`. Items are any live item of the index, added ones included. A probability carries both
         relevance and the event: the head was trained against sampled items the user never touched.
         """
+        user_id, history, attributes = arguments.user_description(user_id, history, attributes)
+        items = arguments.id_list(items, "items", "item ids")
         head = self.require_behaviour("predict_behaviour")
-        if isinstance(items, str) or not isinstance(items, Sequence):
-            raise RetrievalError(f"items must be a list of item ids, got {type(items).__name__}")
-        if len(items) == 0:
-            raise RetrievalError("items: no item ids given")
         try:
-            _, item_vectors = self.items.vectors_of(list(items))
+            _, item_vectors = self.items.vectors_of(items)
         except RetrievalError as err:
             raise RetrievalError(f"items: {err}") from err
         vector, _, _, _ = self._user_vector(user_id, history, attributes, "predict_behaviour")
         with self._lock:
             p = head.probabilities(vector, item_vectors)
-        return pl.DataFrame({"item_id": list(items), **{name: p[:, j] for j, name in enumerate(head.outputs)}})
+        return pl.DataFrame({"item_id": items, **{name: p[:, j] for j, name in enumerate(head.outputs)}})
 
     def profile(
         self,
@@ -246,7 +283,8 @@ class Retriever:
         """Who the user is in the catalogue's terms (see `UserProfile`): the k items nearest to the user
         vector and the category shares among the PROFILE_ITEMS nearest, the user's last k history items and
         the category shares of their whole history, and their segment when the run has profiles."""
-        check_k(k, len(self.items))
+        user_id, history, attributes = arguments.user_description(user_id, history, attributes)
+        arguments.check_k(k, len(self.items))
         vector, user, rows, source = self._user_vector(user_id, history, attributes, "profile")
         depth = min(len(self.items), max(k, PROFILE_ITEMS))
         nearest = self.items.search(vector, depth, None, None, source)[0]
@@ -268,93 +306,118 @@ class Retriever:
 
     def similar_items(self, item_id: str, k: int = 10, filter: ItemFilter | None = None) -> Recommendations:
         """The k items nearest to `item_id` in the index, the item itself left out."""
+        self._check_query("item_id", item_id, k, filter)
         return self.similar_items_batch([item_id], k, filter)[0]
 
     def similar_items_batch(
         self, item_ids: Sequence[str], k: int = 10, filter: ItemFilter | None = None
     ) -> list[Recommendations]:
-        if isinstance(item_ids, str):
-            raise RetrievalError("similar_items_batch takes a list of item ids; use similar_items() for one item")
-        if len(item_ids) == 0:
-            raise RetrievalError("no item ids given")
-        check_k(k, len(self.items))
+        """`similar_items` for many items in one pass."""
+        item_ids = self._check_query("item_ids", item_ids, k, filter)
         rows, vectors = self.items.vectors_of(item_ids)
         return self.items.search(vectors, k, [row[None] for row in rows], filter, "item")
 
-    def search(self, text: str, k: int = 10, filter: ItemFilter | None = None) -> Recommendations:
-        """Product search: the items nearest to `text` embedded by the item tower from text alone."""
-        return self.search_batch([text], k, filter)[0]
+    def search(
+        self, text: str, k: int = 10, filter: ItemFilter | None = None, user: str | None = None
+    ) -> Recommendations:
+        """Product search: the k items that best match `text` by meaning (the run's text encoder on the query
+        and on each item's text), by its words (BM25) and, as weighted in RUN/search/weights.json, by the
+        item tower's view of the query (see retrieval/search.py). With `user` (a user id the run knows) the
+        query's best candidates are re-ordered by the user's vector; `filter` applies either way."""
+        self._check_query("text", text, k, filter)
+        return self.search_batch([text], k, filter, None if user is None else [user])[0]
 
     def search_batch(
-        self, texts: Sequence[str], k: int = 10, filter: ItemFilter | None = None
+        self,
+        texts: Sequence[str],
+        k: int = 10,
+        filter: ItemFilter | None = None,
+        users: Sequence[str] | None = None,
     ) -> list[Recommendations]:
-        if isinstance(texts, str):
-            raise RetrievalError("search_batch takes a list of texts; use search() for one text")
-        if len(texts) == 0:
-            raise RetrievalError("no text queries given")
-        blank = [i for i, t in enumerate(texts) if not isinstance(t, str) or not t.strip()]
-        if blank:
-            raise RetrievalError(f"text queries must be non-empty strings; query {blank[0]} is {texts[blank[0]]!r}")
-        check_k(k, len(self.items))
-        if self.model.item_tower.text is None or self.tokenizer is None:
-            raise RetrievalError("this run's model has no text encoder (or no model/tokenizer/): no text search")
-        input_ids, attention_mask = make_tokenize(self.tokenizer)(list(texts), self.model.config.item.text.max_length)
-        present = torch.ones(len(texts), dtype=torch.bool)
-        content = _query_content(len(texts), input_ids=input_ids, attention_mask=attention_mask, has_text=present)
-        return self.items.search(self._embed_items(content), k, None, filter, "text")
+        """`search` for many texts; `users` (one user id per text) personalises each."""
+        self._check_query("texts", texts, k, filter)
+        search = self._product_search()
+        user_vectors = None if users is None else self.user_vectors(query_users(users, len(texts)))
+        mixed = self.text_scores(texts, bool(search.weights.collaborative)).mix(search.weights)
+        depth = k if user_vectors is None else depth_for(k, len(self.items))
+        found = [self.items.rank(row, depth, None, filter, "text") for row in mixed]
+        if user_vectors is None:
+            return found
+        return [personalise(self.items, f, v, search.weights.personal, k) for f, v in zip(found, user_vectors)]
 
-    def search_image(self, image: ImageQuery, k: int = 10, filter: ItemFilter | None = None) -> Recommendations:
-        """The items nearest to a picture (a PIL image or a file path) embedded from the image alone."""
-        return self.search_image_batch([image], k, filter)[0]
+    def text_scores(self, texts: Sequence[str], collaborative: bool = True) -> QueryScores:
+        """The parts of the search score of each text over every index row (meaning, BM25 and, when asked,
+        the item tower's text path), before they are mixed: for choosing the weights without re-encoding."""
+        search = self._product_search()
+        vectors = None
+        if collaborative:
+            input_ids, attention_mask = search.tokenize(list(texts), search.max_length)
+            present = torch.ones(len(texts), dtype=torch.bool)
+            content = _query_content(len(texts), input_ids=input_ids, attention_mask=attention_mask, has_text=present)
+            vectors = self._embed_items(content) @ self.index.vectors(np.arange(len(self.index))).T
+        return search.covering(self.index.ids, self.catalogue).scores(search.encode(texts), texts, vectors)
+
+    def _product_search(self) -> ProductSearch:
+        if self.product_search is None:
+            raise RetrievalError("this run's model has no text encoder (or no model/tokenizer/): no text search")
+        return self.product_search
+
+    def search_image(
+        self, image: ImageQuery, k: int = 10, filter: ItemFilter | None = None, user: str | None = None
+    ) -> Recommendations:
+        """The items nearest to a picture (a PIL image or a file path) embedded from the image alone; with
+        `user`, the picture's best candidates re-ordered by the user's vector (as in `search`)."""
+        self._check_query("image", image, k, filter)
+        return self.search_image_batch([image], k, filter, None if user is None else [user])[0]
 
     def search_image_batch(
-        self, images: Sequence[ImageQuery], k: int = 10, filter: ItemFilter | None = None
+        self,
+        images: Sequence[ImageQuery],
+        k: int = 10,
+        filter: ItemFilter | None = None,
+        users: Sequence[str] | None = None,
     ) -> list[Recommendations]:
-        if isinstance(images, (str, Path, Image.Image)):
-            raise RetrievalError("search_image_batch takes a list of images; use search_image() for one image")
-        if len(images) == 0:
-            raise RetrievalError("no image queries given")
-        check_k(k, len(self.items))
+        """`search_image` for many images; `users` (one user id per image) personalises each."""
+        self._check_query("images", images, k, filter)
         encoder = self.model.item_tower.image
         if encoder is None:
             raise RetrievalError("this run's model has no image encoder: no image search")
         pixels = torch.stack([square_pixels(_open_image(image), encoder.image_size) for image in images])
         content = _query_content(len(images), pixels=pixels, has_image=torch.ones(len(images), dtype=torch.bool))
-        return self.items.search(self._embed_items(content), k, None, filter, "image")
+        user_vectors = None if users is None else self.user_vectors(query_users(users, len(images)))
+        if user_vectors is None:
+            return self.items.search(self._embed_items(content), k, None, filter, "image")
+        personal = self.product_search.weights.personal if self.product_search else SearchWeights().personal
+        found = self.items.search(self._embed_items(content), depth_for(k, len(self.items)), None, filter, "image")
+        return [personalise(self.items, f, v, personal, k) for f, v in zip(found, user_vectors)]
 
     def search_vectors(
         self, vectors: np.ndarray, k: int = 10, filter: ItemFilter | None = None
     ) -> list[Recommendations]:
         """The items nearest to query vectors (m, dim) made elsewhere (L2-normalised, the index's metric)."""
+        vectors = self._check_query("vectors", vectors, k, filter)
         return self.items.search(vectors, k, None, filter, "vector")
 
     def add_items(self, items: pl.DataFrame, image_root: str | Path | None = None) -> list[str]:
         """Embed new items from their content and add them to the index without rebuilding it.
 
         `items` follows the items table (item_id, title, and optionally text, category, image: a path
-        relative to `image_root`, or as given when None). The ids are new to the model (embedding row 0,
-        masked), so the vectors come from content alone: the cold-start path. The items are searchable at
-        once; they live in memory (`retriever.index.save(folder)` keeps them). Returns the ids added.
+        relative to `image_root`, or as given when None; a missing optional column counts as all null, e.g.
+        no category: the unknown category). The ids are new to the model (embedding row 0, masked), so the
+        vectors come from content alone: the cold-start path. The items are searchable at once; they live in
+        memory (`retriever.index.save(folder)` keeps them). Returns the ids added.
         """
-        if not isinstance(items, pl.DataFrame) or items.is_empty():
-            raise RetrievalError(f"items must be a non-empty polars DataFrame, got {type(items).__name__}")
-        missing = [c for c in ("item_id", "title") if c not in items.columns]
-        if missing:
-            raise RetrievalError(
-                f"items: missing column(s) {missing}; expected item_id, title and optionally text, category, image"
-            )
-        item_id = items["item_id"]
-        if item_id.dtype != pl.String or item_id.null_count() or not item_id.is_unique().all():
-            raise RetrievalError("items: item_id must hold unique, non-null strings")
-        ids = item_id.to_list()
+        items = arguments.item_table(items)
+        image_root = arguments.folder(image_root, "image_root")
+        ids = items["item_id"].to_list()
         self.items.check_new(ids)
-        category = items["category"] if "category" in items.columns else pl.Series([None] * items.height, pl.String)
+        category = items["category"]
         tower, text = self.model.item_tower, self.model.config.item.text
         content = build_item_content(
             items,
             np.zeros(items.height, dtype=np.int64),
             self.vocabs.categories.encode(category.fill_null(""), unknown="zero"),
-            None if image_root is None else Path(image_root),
+            image_root,
             make_tokenize(self.tokenizer) if tower.text is not None and self.tokenizer is not None else None,
             text.max_length if text else 0,
             tower.image.image_size if tower.image is not None else None,
@@ -368,17 +431,14 @@ class Retriever:
 
     def remove_items(self, item_ids: Sequence[str]) -> None:
         """Take items out of every later result (their index rows stay; positions never shift)."""
-        if isinstance(item_ids, str):
-            raise RetrievalError("remove_items takes a list of item ids")
-        self.items.remove(list(item_ids))
+        self.items.remove(arguments.id_list(item_ids, "item_ids", unique=True))
 
     def seen_rows(self, users: np.ndarray, times: np.ndarray | None = None) -> list[np.ndarray]:
-        """Index rows of the items each user already had an event with."""
+        """Index rows of the items each user (by vocabulary index) already had an event with (before `times`)."""
+        users, times = arguments.user_times(users, times, len(self.vocabs.users))
         return [np.unique(items) - 1 for items in self.features.log.items_before(users, times)]
 
     def _user_index(self, user_ids: Sequence[str]) -> np.ndarray:
-        if len(user_ids) == 0:
-            raise RetrievalError("no user ids given")
         unknown = [u for u in user_ids if u not in self.vocabs.users]
         if unknown:
             raise RetrievalError(f"unknown user id(s) {unknown[:5]} ({len(unknown)} in all): not in this run's data")
@@ -389,8 +449,6 @@ class Retriever:
     ) -> tuple[int, np.ndarray, UserBatch | None]:
         """(user index, 0 when unknown; index rows of the given history; the user batch, or None when
         nothing usable is known: an unknown user with no history and no known attribute value)."""
-        if isinstance(history, str):
-            raise RetrievalError("history must be a list of item ids (oldest first), got a single string")
         user = int(self.vocabs.users.encode([user_id])[0]) if user_id in self.vocabs.users else 0
         try:
             rows = self.items.positions(list(history)) if history else np.zeros(0, dtype=np.int64)
@@ -436,24 +494,45 @@ class Retriever:
         item_filter: ItemFilter | None,
         source: str,
         rerank: str | None,
+        users: np.ndarray | None = None,
     ) -> list[Recommendations]:
-        """Top-k per user vector; with `rerank`, the k most likely to get that event among deeper candidates."""
+        """Top-k per user vector; with `rerank`, the k most likely to get that event among deeper candidates:
+        by the outcome model when it predicts `rerank` (its features need `users`, vocabulary indices, 0 for
+        a user described at call time), else by the head."""
         if rerank is None:
             return self.items.search(vectors, k, exclude, item_filter, source)
         depth = min(len(self.items), max(RERANK_DEPTH, RERANK_DEPTH_FACTOR * k))
-        column = self.behaviour.outputs.index(rerank)
         found = self.items.search(vectors, depth, exclude, item_filter, source)
-        results = []
-        for vector, candidates in zip(vectors, found):
-            if not candidates.ids:
-                results.append(candidates)
-                continue
-            _, item_vectors = self.items.vectors_of(candidates.ids)
-            with self._lock:
-                p = self.behaviour.probabilities(vector[None, :], item_vectors)[:, column]
-            order = np.argsort(-p, kind="stable")[:k]
-            results.append(Recommendations([candidates.ids[i] for i in order], p[order].astype(np.float32), source))
+        users = np.zeros(len(vectors), dtype=np.int64) if users is None else np.asarray(users, dtype=np.int64)
+        filled = [i for i, candidates in enumerate(found) if candidates.ids]
+        p = self._rerank_probabilities(rerank, vectors[filled], users[filled], [found[i].ids for i in filled])
+        results = list(found)
+        for i, scores in zip(filled, p):
+            order = np.argsort(-scores, kind="stable")[:k]
+            ids = found[i].ids
+            results[i] = Recommendations([ids[j] for j in order], scores[order].astype(np.float32), source)
         return results
+
+    def _rerank_probabilities(
+        self, rerank: str, vectors: np.ndarray, users: np.ndarray, ids: list[list[str]]
+    ) -> list[np.ndarray]:
+        """P(`rerank`) of each user (index `users[i]`, 0: described at call time; vector `vectors[i]`) with
+        each of their items `ids[i]`, in one pass: the outcome model's when it predicts `rerank` (chosen on
+        validation, calibrated; its history features cost one scan of the log per call), else the head's."""
+        found = [self.items.vectors_of(row_ids) for row_ids in ids]
+        sizes = [len(rows) for rows, _ in found]
+        if not sizes:
+            return []
+        rows = np.concatenate([r for r, _ in found])
+        user_vectors = np.repeat(vectors, sizes, axis=0)
+        with self._lock:
+            if self.outcome is not None and rerank == self.outcome.outcome:
+                catalogue = self.index.vectors(np.arange(len(self.index)))
+                p = self.outcome.probabilities(np.repeat(users, sizes), user_vectors, rows, catalogue)[0]
+            else:
+                item_vectors = np.concatenate([v for _, v in found])
+                p = self.behaviour.probabilities(user_vectors, item_vectors)[:, self.behaviour.outputs.index(rerank)]
+        return np.split(p, np.cumsum(sizes)[:-1])
 
     def require_behaviour(self, argument: str) -> BehaviourHead:
         """The run's behaviour head; RetrievalError naming `argument` when the run has none."""
@@ -463,11 +542,27 @@ class Retriever:
             )
         return self.behaviour
 
-    def _rerank_output(self, rerank: str | None) -> None:
-        if rerank is not None and rerank not in self.require_behaviour("rerank").outputs:
+    def _check_query(self, name: str, value: object, k: object, item_filter: object) -> Any:
+        """The arguments every query form shares, checked before any work so that the first wrong one is
+        named: the query argument called `name` (ids, texts, images or vectors, see `arguments.query`), k
+        and the filter. Returns the query as checked (a list, or a float32 matrix for vectors)."""
+        checked = arguments.query(name, value, self.index.dim)
+        arguments.check_k(k, len(self.items))
+        arguments.item_filter(item_filter)
+        return checked
+
+    def _check_ranking(self, k: object, exclude_seen: object, item_filter: object, rerank: object) -> bool:
+        """The ranking options of `recommend` and `recommend_batch`; returns `exclude_seen` as a bool."""
+        arguments.check_k(k, len(self.items))
+        exclude_seen = arguments.flag(exclude_seen, "exclude_seen")
+        arguments.item_filter(item_filter)
+        rerank = arguments.optional_name(rerank, "rerank")
+        outcome = [] if self.outcome is None else [self.outcome.outcome]
+        if rerank is not None and rerank not in self.require_behaviour("rerank").outputs + outcome:
             raise RetrievalError(
                 f"rerank: unknown event type {rerank!r}; this run's head predicts {self.behaviour.outputs}"
             )
+        return exclude_seen
 
     def _attribute_row(self, user: int, attributes: Mapping[str, str]) -> np.ndarray:
         """The user's stored attribute indices with the given ones replaced (unknown values: index 0)."""
@@ -493,10 +588,9 @@ def _query_content(n: int, **modalities: torch.Tensor) -> ItemContent:
 
 
 def _open_image(image: ImageQuery) -> Image.Image:
+    """An image query (checked by `arguments.image`) as a PIL image; a file may still vanish or be junk."""
     if isinstance(image, Image.Image):
         return image
-    if not isinstance(image, (str, Path)):
-        raise RetrievalError(f"an image query must be a PIL image or a file path, got {type(image).__name__}")
     try:
         with Image.open(image) as img:
             return img.convert("RGB")
@@ -508,8 +602,7 @@ def _open_image(image: ImageQuery) -> Image.Image:
 
 def _training_popularity(run: RunFolder, dataset: Dataset, vocabs: Vocabularies) -> np.ndarray:
     """Each run item's share of the training events (the split the model was trained on), by index row."""
-    raw = json.loads(run.config.read_text()) if run.config.is_file() else {}
-    split = from_dict(SplitConfig, raw.get("data", {}).get("split", {}))
+    split = read_run_config(run.config).data.split if run.config.is_file() else SplitConfig()
     train = split_by(dataset.interactions, split).train
     counts = np.bincount(vocabs.items.encode(train["item_id"], unknown="zero"), minlength=len(vocabs.items))
     counts[cold_item_indices(len(vocabs.items) - 1, split.cold_items, split.seed)] = 0  # kept out of training

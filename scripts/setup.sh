@@ -15,12 +15,12 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then exit 0; fi
 python3 -m venv "$venv"
 pip=("$venv/bin/python" -m pip install -q --disable-pip-version-check)
 case "$target" in
-  cpu) "${pip[@]}" -e ".[cpu,test]" ;;
+  cpu) "${pip[@]}" -e ".[cpu,test,behaviour]" ;;
   gpu)
     if [ "${TANDEMREC_FAISS_GPU:-0}" = 1 ]; then
-      "${pip[@]}" -e ".[gpu,test]" faiss-gpu-cu12==1.14.1.post1
+      "${pip[@]}" -e ".[gpu,test,behaviour]" faiss-gpu-cu12==1.14.1.post1
     else
-      "${pip[@]}" -e ".[gpu,test]" faiss-cpu==1.15.1
+      "${pip[@]}" -e ".[gpu,test,behaviour]" faiss-cpu==1.15.1
     fi ;;
   *) echo "TANDEMREC_TARGET must be cpu or gpu, got '$target'" >&2; exit 2 ;;
 esac

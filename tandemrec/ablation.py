@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,8 +17,10 @@ from pathlib import Path
 from tandemrec.config import RunConfig, load_config
 from tandemrec.data.atomic import atomic_write_json, atomic_write_text
 from tandemrec.data.run_folder import RunFolder
+from tandemrec.errors import ArgumentError
 from tandemrec.jobs import build_index, evaluate_run, train
 from tandemrec.plots import grouped_bars
+from tandemrec.seed_stats import UNTESTED, Stat, cell as _cell, difference, fmt as _fmt, stat_of
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,7 @@ VARIANT_SETS: dict[str, list[Variant]] = {
 }
 DEFAULT_SET = "content"
 SYSTEM = "{system}"  # stands for "tandemrec" or a reference in a metric's path
-REFERENCES = ("popularity", "content_knn", "random")  # the same split for every run: shown once
+REFERENCES = ("popularity", "content_knn", "item_knn", "ease", "random")  # the same split for every run: shown once
 
 
 @dataclass(frozen=True)
@@ -78,7 +79,6 @@ RULE = (
     "variant's mean to the reference `{reference}` (the first variant): \"noise\" when "
     "|mean - reference mean| < 2 × the larger of the two standard deviations, else the signed difference."
 )
-UNTESTED = "untested (1 seed)"
 ONE_SEED = f"With one seed there is no standard deviation ('-'), so every difference is \"{UNTESTED}\"."
 
 
@@ -86,12 +86,12 @@ def select_variants(set_name: str | None = None, names: Sequence[str] | None = N
     """The variants of `set_name` (None: DEFAULT_SET), or those called `names` (in that order) from any set."""
     if names is None:
         if (set_name or DEFAULT_SET) not in VARIANT_SETS:
-            raise ValueError(f"unknown variant set {set_name!r}; known: {sorted(VARIANT_SETS)}")
+            raise ArgumentError(f"unknown variant set {set_name!r}; known: {sorted(VARIANT_SETS)}")
         return list(VARIANT_SETS[set_name or DEFAULT_SET])
     known = {v.name: v for variants in VARIANT_SETS.values() for v in variants}
     unknown = [n for n in names if n not in known]
     if unknown:
-        raise ValueError(f"unknown variant(s) {unknown}; known: {sorted(known)}")
+        raise ArgumentError(f"unknown variant(s) {unknown}; known: {sorted(known)}")
     return [known[n] for n in dict.fromkeys(names)]
 
 
@@ -110,7 +110,7 @@ def run_ablation(
     """
     _check_order(variants)
     if not variants or seeds < 1:
-        raise ValueError(f"an ablation needs at least one variant and one seed, got {len(variants)} and {seeds}")
+        raise ArgumentError(f"an ablation needs at least one variant and one seed, got {len(variants)} and {seeds}")
     rows = []
     for variant in variants:
         for seed in range(seeds):
@@ -134,7 +134,7 @@ def _check_order(variants: Sequence[Variant]) -> None:
     seen: set[str] = set()
     for v in variants:
         if v.init_from and v.init_from not in seen:
-            raise ValueError(f"variant {v.init_from!r} must run before {v.name!r}, which starts from its models")
+            raise ArgumentError(f"variant {v.init_from!r} must run before {v.name!r}, which starts from its models")
         seen.add(v.name)
 
 
@@ -187,12 +187,6 @@ def _lookup(metrics: dict, path: tuple[str, ...], system: str) -> float | None:
 
 
 @dataclass(frozen=True)
-class Stat:
-    mean: float | None  # None: no seed has the figure
-    std: float | None  # sample standard deviation (ddof=1); None with fewer than two values
-
-
-@dataclass(frozen=True)
 class Summary:
     variant: str
     seeds: int
@@ -208,22 +202,7 @@ def summarise(rows: Sequence[dict]) -> list[Summary]:
 
 
 def _stat(rows: list[dict], key: str) -> Stat:
-    """Over the rows that have the figure: a block missing from one run's metrics must not zero the mean."""
-    values = [row[key] for row in rows if row.get(key) is not None]
-    return Stat(
-        statistics.fmean(values) if values else None,
-        statistics.stdev(values) if len(values) > 1 else None,
-    )
-
-
-def difference(stat: Stat, reference: Stat, digits: int = 4) -> str:
-    """`stat` against the reference: "noise" when |Δmean| < 2 × max(std), else the signed Δmean."""
-    if stat.mean is None or reference.mean is None:
-        return "-"
-    if stat.std is None or reference.std is None:
-        return UNTESTED
-    delta = stat.mean - reference.mean
-    return "noise" if abs(delta) < 2 * max(stat.std, reference.std) else f"{delta:+.{digits}f}"
+    return stat_of(row.get(key) for row in rows)
 
 
 def ablation_table(rows: Sequence[dict]) -> str:
@@ -253,19 +232,6 @@ def ablation_table(rows: Sequence[dict]) -> str:
 def _compared(column: Column, summary: Summary, reference: Summary) -> bool:
     """Metrics are compared to the reference; training figures (epochs, seconds) and the reference are not."""
     return column.path is not None and summary is not reference
-
-
-def _cell(stat: Stat, reference: Stat | None, digits: int) -> str:
-    """'mean ± std', with the difference to `reference` in brackets where there is one to tell."""
-    if stat.mean is None:
-        return "-"
-    cell = f"{_fmt(stat.mean, digits)} ± {_fmt(stat.std, digits)}"
-    told = "-" if reference is None else difference(stat, reference, digits)
-    return cell if told == "-" else f"{cell} ({told})"
-
-
-def _fmt(value: float | None, digits: int) -> str:
-    return "-" if value is None else f"{value:.{digits}f}"
 
 
 def plot_ablation(rows: Sequence[dict], path: Path) -> None:

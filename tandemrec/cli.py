@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from pathlib import Path
 
 from tandemrec.config import load_config
+from tandemrec.errors import ArgumentError, TandemrecError
 from tandemrec.retrieval.config import KINDS as INDEX_KINDS
 from tandemrec.retrieval.config import LOW_RECALL_ACTIONS
 
@@ -25,13 +27,32 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return args.handler(args) or 0
-    except (ValueError, FileNotFoundError, KeyError, RuntimeError) as err:
+    except TandemrecError as err:  # the user's to fix: one line, no traceback
         print(f"tandemrec {args.verb}: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # the disk's: full, read-only, no permission (what was being written is not left half-done)
+        print(f"tandemrec {args.verb}: error: {_disk_problem(err)}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print(f"tandemrec {args.verb}: interrupted", file=sys.stderr)
+        return 130
+
+
+def _disk_problem(err: OSError) -> str:
+    """`strerror: 'path'`, the way the shell says it, from an OSError of any origin."""
+    if err.filename is None:
+        return str(err)
+    target = f"'{err.filename}'" + (f" -> '{err.filename2}'" if err.filename2 else "")
+    return f"{err.strerror or type(err).__name__}: {target}"
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tandemrec", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="tandemrec",
+        description=__doc__,
+        epilog="Exit status: 0 done; 2 bad input or usage (one line naming the culprit); 1 the disk refused a "
+        "write (one line naming the file; nothing half-written); 130 interrupted; a traceback is a bug.",
+    )
     verbs = parser.add_subparsers(dest="verb", metavar="VERB")
 
     demo = verbs.add_parser(
@@ -88,6 +109,27 @@ def _parser() -> argparse.ArgumentParser:
     _add_overrides(ablate)
     ablate.set_defaults(handler=_ablate)
 
+    benchmark = verbs.add_parser(
+        "benchmark",
+        help="the model against EASE, item-kNN, popularity and content-kNN on several protocols",
+        description="Reads: CONFIG (TOML; omitted: the embedded demo config) and its data. Trains the model once "
+        "per protocol and seed (train.seed=0..N-1) and scores it and the baselines (EASE and item-kNN tuned on the "
+        "same validation part) with the same metric code. Writes into --out: PROTOCOL/seedS/ (a run folder each), "
+        "benchmark.json (rewritten after every run), benchmark.md (mean ± std over seeds, each model cell also as "
+        "its ratio to the best baseline) and benchmark.png. Runs whose metrics hold the baselines are not "
+        "retrained: run it again to continue after a crash.",
+    )
+    benchmark.add_argument("config", nargs="?", help="TOML config file (default: the embedded demo config)")
+    benchmark.add_argument("--out", required=True, help="folder for the runs and the results")
+    benchmark.add_argument("--seeds", type=int, default=3, help="training seeds per protocol (default: 3)")
+    benchmark.add_argument(
+        "--protocols",
+        help="comma-separated, from temporal, leave_last_out, global_cut, target, target_sparse, given (default: "
+        "the config's given split; else temporal, target, target_sparse with a target domain; else the first three)",
+    )
+    _add_overrides(benchmark)
+    benchmark.set_defaults(handler=_benchmark)
+
     index = verbs.add_parser(
         "index",
         help="export item/user embeddings and build the FAISS index of a trained run",
@@ -129,7 +171,9 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.set_defaults(handler=_evaluate)
 
     recommend = verbs.add_parser(
-        "recommend", help="top-k items for a user", description="Reads: an indexed RUN. Writes nothing; prints a table."
+        "recommend",
+        help="top-k items for a user",
+        description="Reads: an indexed RUN. Writes nothing; prints a table: rank, title, category, score.",
     )
     recommend.add_argument("run_dir", metavar="RUN")
     recommend.add_argument("user", metavar="USER")
@@ -138,24 +182,31 @@ def _parser() -> argparse.ArgumentParser:
     recommend.add_argument(
         "--rerank", metavar="EVENT", help="re-order a deeper candidate list by the behaviour head's P(EVENT), e.g. purchase"
     )
+    recommend.add_argument("--ids", action="store_true", help="also print each item's id")
     recommend.set_defaults(handler=_recommend)
 
     similar = verbs.add_parser(
-        "similar", help="items nearest to an item", description="Reads: an indexed RUN. Writes nothing; prints a table."
+        "similar",
+        help="items nearest to an item",
+        description="Reads: an indexed RUN. Writes nothing; prints a table: rank, title, category, score.",
     )
     similar.add_argument("run_dir", metavar="RUN")
     similar.add_argument("item", metavar="ITEM")
     similar.add_argument("-k", type=int, default=10)
+    similar.add_argument("--ids", action="store_true", help="also print each item's id")
     similar.set_defaults(handler=_similar)
 
     search = verbs.add_parser(
         "search",
-        help="product search: items nearest to a text query",
-        description="Reads: an indexed RUN (model, tokenizer, index). Writes nothing; prints a table.",
+        help="product search: the items that best match a text query",
+        description="Reads: an indexed RUN (model, tokenizer, index, search/: item text features and score "
+        "weights). Writes nothing; prints a table: rank, title, category, score.",
     )
     search.add_argument("run_dir", metavar="RUN")
     search.add_argument("text", metavar="TEXT")
     search.add_argument("-k", type=int, default=10)
+    search.add_argument("--user", metavar="USER", help="re-order the query's best matches for this user")
+    search.add_argument("--ids", action="store_true", help="also print each item's id")
     search.set_defaults(handler=_search)
 
     behaviour = verbs.add_parser(
@@ -256,6 +307,14 @@ def _ablate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _benchmark(args: argparse.Namespace) -> int:
+    from tandemrec.benchmark import benchmark_table, run_benchmark
+
+    protocols = _names(args.protocols) if args.protocols else None
+    print(benchmark_table(run_benchmark(args.config, Path(args.out), protocols, args.seeds, list(args.overrides))))
+    return 0
+
+
 def _index(args: argparse.Namespace) -> int:
     import dataclasses
 
@@ -298,26 +357,32 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _recommend(args: argparse.Namespace) -> int:
+    from tandemrec.display import results_table
     from tandemrec.retrieval.retriever import Retriever
 
     retriever = Retriever.load(args.run_dir)
     if args.user not in retriever.vocabs.users:  # a typo here should not quietly print popularity
-        raise ValueError(f"unknown user id '{args.user}': not in this run's data")
-    print(retriever.recommend(args.user, args.k, exclude_seen=not args.include_seen, rerank=args.rerank).to_frame())
+        raise ArgumentError(f"unknown user id '{args.user}': not in this run's data")
+    found = retriever.recommend(args.user, args.k, exclude_seen=not args.include_seen, rerank=args.rerank)
+    print(results_table(found, retriever.catalogue, args.ids))
     return 0
 
 
 def _search(args: argparse.Namespace) -> int:
+    from tandemrec.display import results_table
     from tandemrec.retrieval.retriever import Retriever
 
-    print(Retriever.load(args.run_dir).search(args.text, args.k).to_frame())
+    retriever = Retriever.load(args.run_dir)
+    print(results_table(retriever.search(args.text, args.k, user=args.user), retriever.catalogue, args.ids))
     return 0
 
 
 def _similar(args: argparse.Namespace) -> int:
+    from tandemrec.display import results_table
     from tandemrec.retrieval.retriever import Retriever
 
-    print(Retriever.load(args.run_dir).similar_items(args.item, args.k).to_frame())
+    retriever = Retriever.load(args.run_dir)
+    print(results_table(retriever.similar_items(args.item, args.k), retriever.catalogue, args.ids))
     return 0
 
 
@@ -334,7 +399,20 @@ def _behaviour(args: argparse.Namespace) -> int:
         f"{summary['loss_on']} loss {summary['best_loss']:.4f} ({summary['seconds']:.0f} s); "
         f"wrote {Path(args.run_dir) / 'behaviour'}"
     )
+    evaluation = Path(args.run_dir) / "behaviour" / "evaluation.json"
+    if evaluation.is_file():
+        print(_outcome_line(json.loads(evaluation.read_text())))
     return 0
+
+
+def _outcome_line(evaluation: dict) -> str:
+    """The outcome model's test result in one line: what it predicts, next to the bias baseline."""
+    chosen, bias = evaluation["conditional"]["chosen"], evaluation["conditional"]["bias baseline"]
+    return (
+        f"outcome model for P({evaluation['outcome']} | interaction) ({evaluation['chosen']['conditional']}): "
+        f"test conditional AUC {chosen['conditional_auc']:.3f} (bias baseline {bias['conditional_auc']:.3f}), "
+        f"calibration error {chosen['ece']:.3f}; plots/calibration.png"
+    )
 
 
 def _profile(args: argparse.Namespace) -> int:
@@ -363,7 +441,7 @@ def _import(args: argparse.Namespace) -> int:
     for flag, key, format in (("map", "mapping", "generic"), ("posters", "posters", "movielens")):
         if getattr(args, flag) is not None:
             if args.format != format:
-                raise ValueError(f"--{flag} applies to the {format} format only")
+                raise ArgumentError(f"--{flag} applies to the {format} format only")
             options[key] = getattr(args, flag)
     dest, report = import_dataset(args.format, args.src, args.dest, strict=args.strict, **options)
     print(report.summary())

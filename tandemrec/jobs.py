@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from tandemrec.config import DataConfig, RunConfig, read_run_config
+from tandemrec.behaviour_job import fit_outcome_model
 from tandemrec.data.atomic import atomic_write_json
 from tandemrec.data.behaviour import BehaviourSplit, behaviour_events, behaviour_outputs, behaviour_split
 from tandemrec.data.content import ItemContent
@@ -21,14 +22,18 @@ from tandemrec.data.content_cache import tokenizer_fingerprint
 from tandemrec.data.dataset import Dataset
 from tandemrec.data.errors import DataError
 from tandemrec.data.features import EventLog
+from tandemrec.data.given_split import read_given
 from tandemrec.data.readers import READERS, read
 from tandemrec.data.prepared import PreparedData, prepare
 from tandemrec.data.run_folder import RunFolder
 from tandemrec.data.synthetic import SyntheticShopConfig, make_synthetic_shop
 from tandemrec.data.validate import validate
 from tandemrec.data.vocabularies import Vocabularies
+from tandemrec.errors import ArgumentError, MissingFileError
 from tandemrec.plots import grouped_bars
-from tandemrec.retrieval.behaviour import evaluate_behaviour, top_k_propensity
+from tandemrec.retrieval.baseline_split import split_baselines
+from tandemrec.retrieval.behaviour import evaluate_behaviour, top_k_mean, top_k_propensity
+from tandemrec.retrieval.outcome_ranker import OutcomeRanker
 from tandemrec.retrieval.cold_start import cold_rows
 from tandemrec.retrieval.embeddings import export_embeddings
 from tandemrec.retrieval.evaluate import evaluate
@@ -37,7 +42,9 @@ from tandemrec.retrieval.index import ItemIndex
 from tandemrec.retrieval.index_build import build_tuned_index
 from tandemrec.retrieval.profiles import Segments, has_segments
 from tandemrec.retrieval.retriever import Retriever
+from tandemrec.run_lock import writes_run
 from tandemrec.towers.behaviour_head import BehaviourHead, has_head, load_head, save_head
+from tandemrec.towers.outcome_model import OUTCOME_MODEL
 from tandemrec.towers.config import Cardinalities, to_dict
 from tandemrec.towers.inference import embed
 from tandemrec.towers.serialization import TOKENIZER_DIR, load_model, model_hash
@@ -57,17 +64,16 @@ EXPORTS = ("items", "users")
 
 def load_dataset(config: DataConfig, run: RunFolder) -> Dataset:
     """The dataset a config names, validated (refusals reported), filtered to the configured events."""
-    if config.source == "synthetic":
+    if config.split.files:  # a given split, one path per part
+        dataset = read_given(config.source, config.split, config.mapping)
+    elif config.source == "synthetic":
         dest = Path(config.path) if config.path else run.root / "shop"
         dataset = make_synthetic_shop(dest, SyntheticShopConfig(**config.synthetic))
     elif config.source in READERS:
         options = {"mapping": config.mapping} if config.source == "generic" else {}
         dataset = read(config.source, _existing(config.path, f"data.path (the {config.source} files)"), **options)
-    elif config.source == "dataset":
+    else:  # "dataset": the config allows nothing else
         dataset = Dataset.load(_existing(config.path, "data.path (a dataset folder)"))
-    else:
-        sources = ", ".join(["synthetic", "dataset", *READERS])
-        raise DataError(f"data.source must be one of {sources}, got '{config.source}'")
     dataset, report = validate(dataset)
     log.info("validation: %s", report.summary())
     dataset = dataset.collect()
@@ -84,7 +90,7 @@ def _existing(path: str | None, what: str) -> Path:
     if not path:
         raise DataError(f"{what} is not set")
     if not Path(path).exists():
-        raise FileNotFoundError(f"{what} '{path}' does not exist")
+        raise MissingFileError(f"{what} '{path}' does not exist")
     return Path(path)
 
 
@@ -101,6 +107,7 @@ def item_content(model: TwoTower, data: PreparedData, tokenizer, progress: bool 
     )
 
 
+@writes_run
 def train(config: RunConfig, run_dir: str | Path, progress: bool = True, resume: bool = False) -> TrainResult:
     """Prepare the data, build the towers and train; writes config, vocabularies, dataset and model.
 
@@ -211,6 +218,7 @@ def embed_items(model: TwoTower, content: ItemContent, batch_size: int = 256) ->
     return embed(model.item_tower, content.batches(batch_size), torch.device("cpu")).numpy()
 
 
+@writes_run
 def export_run(
     run_dir: str | Path,
     what: Sequence[str] = EXPORTS,
@@ -220,7 +228,7 @@ def export_run(
     """Write RUN/embeddings/<what>.<format> (items and/or users) with their manifest entries."""
     unknown = sorted(set(what) - set(EXPORTS))
     if unknown or not what:
-        raise ValueError(f"what must name some of {list(EXPORTS)}, got {list(what)}")
+        raise ArgumentError(f"what must name some of {list(EXPORTS)}, got {list(what)}")
     vectors = embed_run(run_dir, batch_size)
     tables = {"items": (vectors.item_ids, vectors.items), "users": (vectors.user_ids, vectors.users)}
     run = RunFolder(Path(run_dir))
@@ -234,9 +242,11 @@ def export_run(
     ]
 
 
+@writes_run
 def build_index(run_dir: str | Path, config: IndexConfig | None = None, batch_size: int = 256) -> ItemIndex:
     """Embed the catalogue and the users, export both as Parquet, and build the index `config` asks for
-    (default: the run config's [index]), its recall@10 measured on the users' embeddings."""
+    (default: the run config's [index]), its recall@10 measured on the users' embeddings; then the search
+    state (RUN/search/: item text features, score weights chosen on validation queries)."""
     run = RunFolder(Path(run_dir))
     config = config or read_run_config(run.config).index
     vectors = embed_run(run_dir, batch_size)
@@ -246,18 +256,22 @@ def build_index(run_dir: str | Path, config: IndexConfig | None = None, batch_si
         vectors.items, vectors.item_ids, vectors.users, config, {"model_hash": vectors.model_hash}
     )
     index.save(run.index)
+    from tandemrec.search_job import write_search_state  # here: search_job uses this module
+
+    write_search_state(run.root)
     return index
 
 
+@writes_run
 def evaluate_run(run_dir: str | Path, ks: list[int] | None = None, part: str = "test") -> dict:
-    """Test-split metrics of the model and its references (popularity, content-kNN, random), for all, warm
-    and cold targets, the new-arrivals shelf and cold exposure, written to metrics.json and a bar plot.
+    """Test-split metrics of the model and its references (popularity, content-kNN, random, and EASE and
+    item-kNN tuned on validation: see retrieval/baseline_split.py), for all, warm and cold targets, the new-arrivals shelf and cold exposure, written to metrics.json and a bar plot.
     `part="valid"` measures the validation part instead, into metrics_valid.json (no plot): what settings
     are chosen on, so that the test part is looked at once.
 
     Cold items are all items without training events: the held-out ones and the new arrivals alike."""
     if part not in ("test", "valid"):
-        raise ValueError(f"part must be 'test' or 'valid', got '{part}'")
+        raise ArgumentError(f"part must be 'test' or 'valid', got '{part}'")
     run = RunFolder(Path(run_dir))
     config = read_run_config(run.config)
     retriever = Retriever.load(run.root)
@@ -266,13 +280,19 @@ def evaluate_run(run_dir: str | Path, ks: list[int] | None = None, part: str = "
     counts = data.item_frequencies()[1:]
     text = catalogue_text_features(retriever.model, data, run_tokenizer(run))
     queries = data.test if part == "test" else data.valid
-    metrics = evaluate(retriever, queries, counts, ks or config.eval.ks, cold_rows(counts), text)
+    refit = config.data.split.refit and part == "test"  # as the model was fitted for its test
+    baselines, tuned = split_baselines(data, retriever.seen_rows, refit)
+    metrics = evaluate(retriever, queries, counts, ks or config.eval.ks, cold_rows(counts), text, baselines)
+    metrics["baseline_settings"] = {t.name: t.report() for t in tuned}
     if part == "valid":
         atomic_write_json(run.root / "metrics_valid.json", metrics)
         return metrics
     if retriever.behaviour is not None:
         split = behaviour_pairs(data, config, config.behaviour)
         metrics["behaviour"] = evaluate_behaviour(retriever, split.test, split.outputs, data.test)
+    from tandemrec.search_job import evaluate_search  # here: search_job uses this module
+
+    metrics["search"] = evaluate_search(retriever, data, config)
     atomic_write_json(run.metrics, metrics)
     plot_metrics(metrics, run.plots / "metrics.png")
     return metrics
@@ -330,6 +350,7 @@ def behaviour_pairs(data: PreparedData, config: RunConfig, behaviour: BehaviourC
     )
 
 
+@writes_run
 def train_behaviour(run_dir: str | Path, behaviour: BehaviourConfig | None = None) -> BehaviourHead:
     """Fit the behaviour head on a trained run's frozen towers and write RUN/behaviour/ (head.safetensors,
     head.json); `behaviour` defaults to the run config's [behaviour]."""
@@ -351,12 +372,18 @@ def fit_run_behaviour(
     items = embed_items(model, content)
     head = fit_behaviour_head(model.user_tower, data.features, items, split, behaviour, model_hash(run.model))
     save_head(head, run.behaviour)
+    if run.index.exists():  # the outcome model trains on the retriever's own candidates
+        (run.behaviour / OUTCOME_MODEL).unlink(missing_ok=True)  # the old one may belong to other towers
+        fit_outcome_model(run.root, Retriever.load(run.root), config, behaviour, data.dataset, model_hash(run.model), data.test)
+    else:
+        log.info("behaviour: no index yet, so no outcome model: run `tandemrec index RUN`, then `tandemrec behaviour RUN`")
     return head
 
 
 def user_columns(run: RunFolder, vectors: RunEmbeddings, k: int = 10) -> dict[str, tuple[np.ndarray, str]]:
     """Optional columns of the user export: `segment` when the run has profiles, and `p_<output>` per
-    output of the behaviour head when it has one (the mean probability over the user's top-k items)."""
+    output of the behaviour head when it has one (the mean probability over the user's top-k items), the
+    outcome model's for the output it predicts when the run has one."""
     columns: dict[str, tuple[np.ndarray, str]] = {}
     if has_segments(run.profiles):
         segments = Segments.load(run.profiles, vectors.model_hash)
@@ -365,10 +392,17 @@ def user_columns(run: RunFolder, vectors: RunEmbeddings, k: int = 10) -> dict[st
     if has_head(run.behaviour):
         head = load_head(run.behaviour, vectors.model_hash)
         vocabs = Vocabularies.load(run.vocab)
-        events = EventLog.from_frame(Dataset.load(run.dataset).interactions, vocabs.users, vocabs.items)
+        dataset = Dataset.load(run.dataset)
+        events = EventLog.from_frame(dataset.interactions, vocabs.users, vocabs.items)
         seen = [np.unique(items) - 1 for items in events.items_before(np.arange(1, len(vectors.user_ids) + 1), None)]
         p = top_k_propensity(head, vectors.users, vectors.items, vectors.item_ids, seen, k)
         for j, name in enumerate(head.outputs):
             meaning = f"mean probability of '{name}' over the user's top-{k} items (seen excluded)"
             columns[f"p_{name}"] = (p[:, j], meaning)
+        ranker = OutcomeRanker.load(run.behaviour, vectors.model_hash, dataset, vocabs)
+        if ranker is not None:  # the chosen, calibrated outcome model replaces the head for its output
+            p = top_k_mean(lambda users, u, rows: ranker.probabilities(users + 1, u, rows, vectors.items)[0][:, None],
+                           vectors.users, vectors.items, vectors.item_ids, seen, k)
+            columns[f"p_{ranker.outcome}"] = (p[:, 0], f"mean P({ranker.outcome}) of the outcome model "
+                                              f"(RUN/behaviour/outcome_model.json) over the user's top-{k} items")
     return columns

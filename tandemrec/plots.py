@@ -66,3 +66,20 @@ def segment_map(
     ax.set_ylabel("principal component 2")
     ax.legend(fontsize=7, markerscale=2, loc="center left", bbox_to_anchor=(1.0, 0.5))
     _save(fig, path)
+
+
+def reliability_plot(curve: dict[str, list[float]], title: str, path: Path) -> None:
+    """Reliability diagram (`retrieval.calibration.reliability`): observed rate against mean prediction per
+    bin, marker area by the bin's pair count, with the diagonal of perfect calibration."""
+    fig, ax = _pyplot().subplots(figsize=(5, 5))
+    ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="perfectly calibrated")
+    count = np.asarray(curve["count"], dtype=float)
+    ax.plot(curve["predicted"], curve["observed"], marker="o", label="model")
+    ax.scatter(curve["predicted"], curve["observed"], s=20 + 200 * count / max(count.sum(), 1.0), alpha=0.4)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("mean predicted probability")
+    ax.set_ylabel("observed rate")
+    ax.set_title(title)
+    ax.legend(fontsize=8, loc="upper left")
+    _save(fig, path)

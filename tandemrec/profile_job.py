@@ -19,10 +19,12 @@ from tandemrec.retrieval.profiles import (
     SEGMENTS_MD, SEGMENTS_TABLE, USERS_FILE, Segments, adjusted_rand_index, category_lift, cluster_users,
     segment_table, segments_markdown,
 )
+from tandemrec.run_lock import writes_run
 
 log = logging.getLogger(__name__)
 
 
+@writes_run
 def profile_run(run_dir: str | Path, n_segments: int = 10, seed: int = 0, examples: int = 5) -> dict:
     """Cluster every user vector into `n_segments` segments (spherical FAISS k-means), name each by its most
     over-represented categories, and write RUN/profiles/ (centroids.safetensors, segments.json,

@@ -32,6 +32,16 @@ TINY_OVERRIDES = [
 ]
 
 
+BAD_INPUT_TIMEOUT = 180  # seconds: every bad-input or fault case ends well before, or it hung
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every case of tests/bad_inputs/ runs under a timeout: a hang is a failure, never a stalled run."""
+    for item in items:
+        if "bad_inputs" in item.path.parts:
+            item.add_marker(pytest.mark.timeout(BAD_INPUT_TIMEOUT))
+
+
 @pytest.fixture(scope="session", autouse=True)
 def frozen_feature_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tests' own cache of frozen-backbone outputs (never the user's), shared by the session."""

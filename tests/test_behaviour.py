@@ -232,17 +232,19 @@ def test_behaviour_verb_retrains_the_head_with_overrides(trained_run, tmp_path, 
     run = tmp_path / "run"
     shutil.copytree(trained_run, run, ignore=shutil.ignore_patterns("shop"))
     assert main(["behaviour", str(run), "--set", "behaviour.epochs=1", "--set", "behaviour.hidden=[8]"]) == 0
-    assert "behaviour head for ['purchase', 'view']" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "behaviour head for ['purchase', 'view']" in out
+    assert "outcome model for P(purchase | interaction)" in out and "bias baseline" in out
     config = json.loads((run / "behaviour" / "head.json").read_text())
     assert config["hidden"] == [8] and config["summary"]["best_epoch"] == 1
-    assert main(["behaviour", str(run), "--set", "train.epochs=1"]) == 1
+    assert main(["behaviour", str(run), "--set", "train.epochs=1"]) == 2
     assert "only behaviour.KEY=VALUE applies here" in capsys.readouterr().err
 
 
 def test_behaviour_config_is_checked():
-    with pytest.raises(ValueError, match="behaviour.negatives must be an integer >= 0"):
+    with pytest.raises(ValueError, match="config key 'negatives' must be an integer >= 0"):
         BehaviourConfig(negatives=-1)
-    with pytest.raises(ValueError, match="behaviour.popular_negatives"):
+    with pytest.raises(ValueError, match="config key 'popular_negatives'"):
         BehaviourConfig(popular_negatives=2.0)
     assert override_section(BehaviourConfig(), "behaviour", ["behaviour.lr=0.1"]).lr == 0.1
 

@@ -12,11 +12,17 @@ import torch
 
 from conftest import tiny_config
 from tandemrec.jobs import train
+from tandemrec.run_lock import LOCK_FILE
 from tandemrec.training.checkpoint import CheckpointError
 
 
 def snapshot(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
+    """Every artifact's hash; the run's lock file says only who last held the run."""
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.name != LOCK_FILE
+    }
 
 
 @pytest.fixture

@@ -134,10 +134,10 @@ def test_evaluate_run_writes_the_cold_start_blocks(cold_run: Path, cold_metrics:
         written
     )
     for block in ("warm", "cold"):
-        assert set(written[block]) == {"tandemrec", "popularity", "content_knn", "random", "users"}
+        assert set(written[block]) == {"tandemrec", "popularity", "content_knn", "item_knn", "ease", "random", "users"}
     assert set(written["new_arrivals"]) == {"tandemrec", "content_knn", "random", "users", "items"}
     assert set(written["cold_exposure"]) == {
-        "tandemrec", "popularity", "content_knn", "cold_share_of_targets", "cold_share_of_top10"
+        "tandemrec", "popularity", "content_knn", "item_knn", "ease", "cold_share_of_targets", "cold_share_of_top10"
     }
     assert (cold_run / "plots" / "metrics.png").is_file()
 
@@ -170,6 +170,7 @@ def test_metrics_table_shows_every_block_within_100_columns(cold_metrics: dict) 
     table = metrics_table(cold_metrics)
     for section in ("warm targets", "cold targets", "new-arrivals shelf", "cold exposure"):
         assert section in table
+    assert table.splitlines()[0].split() == ["tandemrec", "popularity", "item-kNN", "EASE", "content-kNN", "random", "ratio"]
     assert max(len(line) for line in table.splitlines()) <= 100
 
 

@@ -6,6 +6,7 @@ from importlib import resources
 import pytest
 
 from tandemrec.config import RunConfig, load_config, read_run_config
+from tandemrec.errors import ConfigError
 from tandemrec.towers.config import TextEncoderConfig, TwoTowerConfig, from_dict, to_dict
 
 
@@ -139,7 +140,7 @@ def test_override_through_a_value_is_refused():
 
 def test_missing_config_file(tmp_path):
     missing = tmp_path / "nope.toml"
-    with pytest.raises(FileNotFoundError, match="config file '.*nope.toml' does not exist"):
+    with pytest.raises(ConfigError, match="config file '.*nope.toml' does not exist"):
         load_config(missing)
 
 
@@ -159,7 +160,6 @@ def test_config_round_trips_through_dict():
 def test_read_run_config_of_a_missing_run(tmp_path):
     with pytest.raises(FileNotFoundError, match="is this a run folder"):
         read_run_config(tmp_path / "config.json")
-
 
 
 @pytest.mark.parametrize(

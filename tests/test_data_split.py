@@ -90,5 +90,5 @@ def test_share_split_holds_out_the_last_shares_per_user():
 
 def test_share_split_rejects_shares_out_of_range():
     interactions = _random_interactions(n_users=2)
-    with pytest.raises(ValueError, match=r"data.split.test_fraction must be in \[0, 1\), got 1.0"):
+    with pytest.raises(ValueError, match=r"config key 'test_fraction' must be a number in \[0, 1\), got 1.0"):
         split_by(interactions, SplitConfig(test_fraction=1.0))

@@ -143,8 +143,26 @@ def test_structure_gives_a_good_model_3x_the_recall_of_popularity(default):
 
 
 def test_bad_configs_are_refused(tmp_path):
-    with pytest.raises(ValueError, match="n_classes must be in 2..24"):
+    with pytest.raises(ValueError, match=r"config key 'n_classes' must be an integer in \[2, 24\], got 30"):
         make_synthetic_shop(tmp_path / "x", SyntheticShopConfig(n_classes=30))
-    with pytest.raises(ValueError, match="events_per_user must be >= 5"):
+    with pytest.raises(ValueError, match="config key 'events_per_user' must be an integer >= 5, got 3"):
         make_synthetic_shop(tmp_path / "x", SyntheticShopConfig(events_per_user=3))
+    with pytest.raises(ValueError, match=r"config key 'n_items' must be >= n_classes \(20\), got 3"):
+        SyntheticShopConfig(n_items=3)
     assert not (tmp_path / "x").exists()
+
+
+def test_long_tail_shop_has_power_law_popularity_and_activity(tmp_path):
+    """Item counts fall as 1 / rank (log-log slope near -1 over ranks 10..300), and users range from 5
+    events to hundreds, most having few."""
+    config = SyntheticShopConfig(
+        n_users=2000, n_items=2000, n_classes=20, long_tail=True, max_events_per_user=500, image_size=16
+    )
+    events = make_synthetic_shop(tmp_path / "shop", config).collect().interactions
+    activity = events.group_by("user_id").len()["len"].to_numpy()
+    assert activity.min() >= 5 and 200 < activity.max() <= 500
+    assert np.median(activity) < 15 < activity.mean()  # a long tail of heavy users
+    counts = np.sort(events.group_by("item_id").len()["len"].to_numpy())[::-1]
+    ranks = np.arange(10, 300)
+    slope = np.polyfit(np.log(ranks + 1), np.log(counts[ranks]), 1)[0]
+    assert -1.3 < slope < -0.7

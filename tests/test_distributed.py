@@ -90,6 +90,18 @@ def test_global_batch_on_two_processes_gives_one_process_loss_and_gradients(
         torch.testing.assert_close(b[key], a[key], rtol=1e-4, atol=1e-5 * scale, msg=key)
 
 
+def _group_alive(group: int) -> bool:
+    """Whether a process of `group` still runs (a zombie has already closed its files, locks included)."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # ended while we looked
+            continue
+        if int(fields[2]) == group and fields[0] != "Z":
+            return True
+    return False
+
+
 def test_run_killed_mid_epoch_resumes_to_the_same_result_on_two_or_one_processes(tmp_path: Path) -> None:
     # A warm-up and cosine schedule and mixed negatives, so that the resumed run must continue both.
     settings = (
@@ -112,6 +124,8 @@ def test_run_killed_mid_epoch_resumes_to_the_same_result_on_two_or_one_processes
         time.sleep(0.05)
     os.killpg(job.pid, signal.SIGKILL)
     job.wait()
+    while _group_alive(job.pid) and time.monotonic() < deadline:  # its workers hold the run's lock until they end
+        time.sleep(0.05)
     assert mid_epoch.is_file(), "the run ended or stalled before its mid-epoch checkpoint"
     assert not (killed / "train_metrics.jsonl").exists() or len(history(killed)) == 0  # killed within epoch 1
 

@@ -160,11 +160,11 @@ def test_plans_follow_the_catalogue():
 @pytest.mark.parametrize(
     ("field", "value", "match"),
     [
-        ("kind", "annoy", "index.kind must be one of"),
-        ("on_low_recall", "ignore", "index.on_low_recall must be one of"),
-        ("nprobe", 0, "index.nprobe must be a positive integer"),
-        ("ef_search", 1.5, "index.ef_search must be a positive integer"),
-        ("min_recall", 1.5, r"index.min_recall must lie in \[0, 1\]"),
+        ("kind", "annoy", "config key 'kind' must be one of"),
+        ("on_low_recall", "ignore", "config key 'on_low_recall' must be one of"),
+        ("nprobe", 0, "config key 'nprobe' must be an integer >= 1 or unset"),
+        ("ef_search", 1.5, "config key 'ef_search' must be an integer >= 1 or unset"),
+        ("min_recall", 1.5, r"config key 'min_recall' must be a number in \[0, 1\]"),
     ],
 )
 def test_bad_index_config_is_refused(field, value, match):

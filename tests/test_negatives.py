@@ -61,9 +61,9 @@ def test_training_with_mixed_and_hard_negatives_learns_and_resumes_exactly(tmp_p
 @pytest.mark.parametrize(
     "setting, message",
     [
-        ("train.mixed_negatives=-1", "mixed_negatives must be 0 or more"),
-        ("train.batch_size=0", "batch_size must be at least 1"),
-        ('train.lr_schedule="linear"', "lr_schedule must be one of"),
+        ("train.mixed_negatives=-1", "'train.mixed_negatives' must be an integer >= 0"),
+        ("train.batch_size=0", "'train.batch_size' must be an integer >= 1"),
+        ('train.lr_schedule="linear"', "'train.lr_schedule' must be one of"),
     ],
 )
 def test_bad_training_settings_are_refused_by_name(setting: str, message: str) -> None:

@@ -126,5 +126,5 @@ def test_profile_verb_prints_the_table_and_refuses_too_many_segments(trained_run
     assert main(["profile", str(run), "--segments", "3"]) == 0
     out = capsys.readouterr().out
     assert "| segment | name | users |" in out and "adjusted Rand index" in out
-    assert main(["profile", str(run), "--segments", "100000"]) == 1
+    assert main(["profile", str(run), "--segments", "100000"]) == 2
     assert "n_segments is 100000 but there are only 300 users" in capsys.readouterr().err

@@ -67,7 +67,7 @@ def test_cli_import_prints_the_report_and_writes_it(tmp_path, capsys):
 
 def test_cli_strict_fails_naming_where(tmp_path, capsys):
     src = hm(tmp_path / "hm")
-    assert main(["data", "import", "hm", str(src), str(tmp_path / "ds"), "--strict"]) == 1
+    assert main(["data", "import", "hm", str(src), str(tmp_path / "ds"), "--strict"]) == 2
     err = capsys.readouterr().err
     assert "transactions_train.csv, row 4, column 't_dat': unparsable timestamp" in err
     assert not (tmp_path / "ds").exists()
@@ -77,7 +77,7 @@ def test_cli_generic_with_a_mapping_and_misplaced_options(tmp_path, capsys):
     src = _generic(tmp_path / "g")
     assert main(["data", "import", "generic", str(src), str(tmp_path / "ds"), "--map", str(src / "map.toml")]) == 0
     assert "interactions: 3 rows in, 1 kept, 2 refused (unparsable timestamp: 1, unknown item: 1)" in capsys.readouterr().out
-    assert main(["data", "import", "hm", str(src), str(tmp_path / "x"), "--map", "m.toml"]) == 1
+    assert main(["data", "import", "hm", str(src), str(tmp_path / "x"), "--map", "m.toml"]) == 2
     assert "--map applies to the generic format only" in capsys.readouterr().err
 
 

@@ -135,7 +135,7 @@ def test_bad_filters_are_refused(retriever):
         retriever.search("lamp", K, ItemFilter(categories=["spaceships"]))
     with pytest.raises(RetrievalError, match=r"filter.allow: item_ids: 1 unknown ids, e.g. \['ghost'\]"):
         retriever.search("lamp", K, ItemFilter(allow=["ghost"]))
-    with pytest.raises(RetrievalError, match="filter.deny must be a list of strings"):
+    with pytest.raises(RetrievalError, match="filter.deny must be a list of item ids, got a single string"):
         ItemFilter(deny="item001")
 
 
@@ -209,11 +209,11 @@ def test_k_larger_than_the_catalogue_is_refused(retriever):
 
 def test_empty_and_unreadable_queries_are_refused(retriever, tmp_path):
     for text in ("", "   "):
-        with pytest.raises(RetrievalError, match="text queries must be non-empty strings"):
+        with pytest.raises(RetrievalError, match="text must be a non-empty string"):
             retriever.search(text)
     with pytest.raises(RetrievalError, match="no text queries given"):
         retriever.search_batch([])
-    with pytest.raises(RetrievalError, match="takes a list of texts"):
+    with pytest.raises(RetrievalError, match="takes a list of text queries"):
         retriever.search_batch("lamp")
     with pytest.raises(RetrievalError, match="no image queries given"):
         retriever.search_image_batch([])
@@ -222,7 +222,7 @@ def test_empty_and_unreadable_queries_are_refused(retriever, tmp_path):
     (tmp_path / "junk.png").write_text("not a picture")
     with pytest.raises(RetrievalError, match="junk.png' is not a readable image"):
         retriever.search_image(tmp_path / "junk.png")
-    with pytest.raises(RetrievalError, match="queries is empty"):
+    with pytest.raises(RetrievalError, match="vectors is empty"):
         retriever.search_vectors(np.zeros((0, retriever.index.dim), dtype=np.float32))
     with pytest.raises(RetrievalError, match="no item ids given"):
         retriever.similar_items_batch([])

@@ -89,7 +89,7 @@ def test_image_trainable_blocks_zero_freezes_all():
 
 
 def test_image_trainable_blocks_more_than_backbone_has():
-    with pytest.raises(ValueError, match="asked for 3 trainable blocks, the backbone has 2"):
+    with pytest.raises(ValueError, match=r"asked for 3 trainable blocks .*, the backbone has 2"):
         ImageEncoder(dataclasses.replace(TINY_IMAGE, trainable_blocks=3))
 
 
@@ -153,7 +153,7 @@ def test_cls_pooling_takes_first_token(tokenizer):
 
 
 def test_unknown_pooling_is_refused():
-    with pytest.raises(ValueError, match="text.pooling must be 'mean' or 'cls', got 'max'"):
+    with pytest.raises(ValueError, match=r"config key 'pooling' must be one of \['mean', 'cls'\], got 'max'"):
         TextEncoder(TextEncoderConfig(pooling="max", pretrained=False, model_config=TINY_BERT))
 
 

@@ -83,7 +83,7 @@ def test_fusion_ignores_the_vector_of_an_absent_modality(fusion_cls) -> None:
 
 
 def test_unknown_fusion_kind_is_refused() -> None:
-    with pytest.raises(ValueError, match="model.item.fusion must be one of"):
+    with pytest.raises(ValueError, match="config key 'fusion' must be one of"):
         _text_tower(fusion="sum")
 
 
@@ -207,5 +207,5 @@ def test_training_modes_pick_the_domain_examples() -> None:
     assert chosen is examples and source.tolist() == [True, True, False, True] and target.sum() == 2
     assert pick("source")[0].items.tolist() == [1, 2, 4]
     assert pick("target")[0].items.tolist() == [2, 3]
-    with pytest.raises(ValueError, match="train.domains must be joint, source or target"):
+    with pytest.raises(ValueError, match=r"config key 'domains' must be one of \['joint', 'source', 'target'\]"):
         pick("both")

@@ -19,6 +19,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from tandemrec.data.atomic import atomic_path, atomic_write_json
+from tandemrec.errors import MissingFileError
 from tandemrec.towers.config import from_dict, to_dict
 from tandemrec.towers.errors import EncoderLoadError
 from tandemrec.towers.mlp import mlp
@@ -87,7 +88,7 @@ def load_head(folder: str | Path, expect_model_hash: str | None = None) -> Behav
     folder = Path(folder)
     for name in (HEAD_CONFIG, HEAD_WEIGHTS):
         if not (folder / name).is_file():
-            raise FileNotFoundError(f"behaviour head folder '{folder}' has no {name}")
+            raise MissingFileError(f"behaviour head folder '{folder}' has no {name}")
     try:
         config = from_dict(BehaviourHeadConfig, json.loads((folder / HEAD_CONFIG).read_text()))
     except (json.JSONDecodeError, UnicodeDecodeError, TypeError, ValueError) as err:

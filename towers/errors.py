@@ -1,5 +1,7 @@
 """Errors raised while building or loading towers."""
 
+from tandemrec.errors import TandemrecError
 
-class EncoderLoadError(RuntimeError):
+
+class EncoderLoadError(TandemrecError, RuntimeError):
     """Pretrained weights or a model config could not be had; the message says what was tried."""

@@ -5,6 +5,8 @@ from collections.abc import Sequence
 
 from torch import nn
 
+from tandemrec.errors import ConfigError
+
 
 def freeze_all_but_last(backbone: nn.Module, blocks: Sequence[nn.Module], trainable: int) -> None:
     """trainable=-1 leaves everything trainable; 0 freezes all; k unfreezes only the last k blocks."""
@@ -12,7 +14,10 @@ def freeze_all_but_last(backbone: nn.Module, blocks: Sequence[nn.Module], traina
         return
     backbone.requires_grad_(False)
     if trainable > len(blocks):
-        raise ValueError(f"asked for {trainable} trainable blocks, the backbone has {len(blocks)}")
+        raise ConfigError(
+            f"asked for {trainable} trainable blocks (model.item.image.trainable_blocks or "
+            f"model.item.text.trainable_layers), the backbone has {len(blocks)}"
+        )
     for block in blocks[len(blocks) - trainable:]:
         block.requires_grad_(True)
 

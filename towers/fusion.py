@@ -10,9 +10,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from tandemrec.errors import ConfigError
+from tandemrec.towers.config import FUSIONS
 from tandemrec.towers.mlp import mlp
 
-FUSIONS = ("concat", "gated")
 
 
 def modality_dropout(present: torch.Tensor, p: float) -> torch.Tensor:
@@ -70,4 +71,4 @@ def make_fusion(kind: str, n_modalities: int, width: int, hidden: int, dim: int)
         return ConcatFusion(n_modalities, width, hidden, dim)
     if kind == "gated":
         return GatedFusion(n_modalities, width, hidden, dim)
-    raise ValueError(f"model.item.fusion must be one of {FUSIONS}, got '{kind}'")
+    raise ConfigError(f"model.item.fusion must be one of {FUSIONS}, got '{kind}'")

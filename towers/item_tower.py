@@ -11,6 +11,7 @@ from torch import nn
 from torchrec import EmbeddingBagCollection, EmbeddingBagConfig
 
 from tandemrec.data.batch import CATEGORY, ITEM_ID, ItemBatch
+from tandemrec.errors import ConfigError
 from tandemrec.towers.config import Cardinalities, ItemTowerConfig
 from tandemrec.towers.image_encoder import ImageEncoder
 from tandemrec.towers.fusion import id_dropout, make_fusion, modality_dropout
@@ -42,7 +43,7 @@ class ItemTower(nn.Module):
         self.modalities = [name for name, on in (("image", self.image), ("text", self.text)) if on is not None]
         self.modalities += [t.name for t in tables]
         if not self.modalities:
-            raise ValueError("the item tower needs at least one of: image, text, id_embedding, category_embedding")
+            raise ConfigError("model.item: the item tower needs at least one of: image, text, id_embedding, category_embedding")
         self.fusion = make_fusion(config.fusion, len(self.modalities), width, config.fusion_hidden, dim)
 
     def forward(self, batch: ItemBatch) -> torch.Tensor:

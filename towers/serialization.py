@@ -17,6 +17,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from tandemrec.data.atomic import atomic_path, atomic_write_json
+from tandemrec.errors import MissingFileError
 from tandemrec.towers.config import TwoTowerConfig, from_dict, to_dict
 from tandemrec.towers.errors import EncoderLoadError
 from tandemrec.towers.two_tower import TwoTower
@@ -67,7 +68,7 @@ def load_model(folder: str | Path) -> TwoTower:
     folder = Path(folder)
     for name in (CONFIG_FILE, WEIGHTS_FILE):
         if not (folder / name).is_file():
-            raise FileNotFoundError(f"model folder '{folder}' has no {name}")
+            raise MissingFileError(f"model folder '{folder}' has no {name}")
     try:
         raw_config = json.loads((folder / CONFIG_FILE).read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib
+import re
 from pathlib import Path
 
 import torch
@@ -11,6 +12,10 @@ from torch import nn
 from tandemrec.towers.config import TextEncoderConfig
 from tandemrec.towers.errors import EncoderLoadError
 from tandemrec.towers.freezing import FreezableEncoder, freeze_all_but_last
+
+# Lone UTF-16 surrogates (e.g. "caf\udce9", what Python's surrogateescape makes of a Latin-1 byte) are not
+# Unicode characters: a fast tokenizer refuses a string holding one with a TypeError.
+_SURROGATES = re.compile("[\ud800-\udfff]")
 
 
 def resolve_text_source(name_or_path: str) -> str:
@@ -42,8 +47,6 @@ class TextEncoder(FreezableEncoder):
 
     def __init__(self, config: TextEncoderConfig, load_weights: bool = True) -> None:
         super().__init__()
-        if config.pooling not in ("mean", "cls"):
-            raise ValueError(f"text.pooling must be 'mean' or 'cls', got '{config.pooling}'")
         self.config = config
         self.backbone = _create_backbone(config, load_weights)
         self.output_dim = int(self.backbone.config.hidden_size)
@@ -96,12 +99,27 @@ def _layers(backbone: nn.Module) -> list[nn.Module]:
     return [backbone]
 
 
+def clean_text(text: str) -> str:
+    """`text` with every lone surrogate replaced by U+FFFD (the replacement character), so that any Python
+    string can be tokenised; a text that encodes as UTF-8 (nearly all) is returned as it is."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return _SURROGATES.sub("\ufffd", text)
+    return text
+
+
 def make_tokenize(tokenizer: transformers.PreTrainedTokenizerBase):
-    """A `texts, max_length -> (input_ids, attention_mask)` function over a transformers tokenizer."""
+    """A `texts, max_length -> (input_ids, attention_mask)` function over a transformers tokenizer; every
+    text path (item content, product search) tokenises through it, so texts are cleaned here once."""
 
     def tokenize(texts: list[str], max_length: int) -> tuple[torch.Tensor, torch.Tensor]:
         encoded = tokenizer(
-            texts, padding="max_length", truncation=True, max_length=max_length, return_tensors="pt"
+            [clean_text(t) for t in texts],
+            padding="max_length",
+            truncation=True,
+            max_length=max_length,
+            return_tensors="pt",
         )
         return encoded["input_ids"].long(), encoded["attention_mask"].long()
 

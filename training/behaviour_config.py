@@ -1,28 +1,36 @@
-"""`[behaviour]`: the behaviour head trained on a run's frozen towers (see training/behaviour.py)."""
+"""`[behaviour]`: the behaviour head trained on a run's frozen towers (see training/behaviour.py);
+each setting is checked when a BehaviourConfig is built (see towers/config.py: `setting`)."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+
+from tandemrec.towers.config import check_fields, setting
 
 
 @dataclass
 class BehaviourConfig:
     enabled: bool = True  # train a head at the end of `tandemrec train` (seconds on CPU)
-    hidden: list[int] = field(default_factory=lambda: [64])
-    negatives: int = 4  # sampled items per observed pair (all-zero labels), in training and evaluation
-    popular_negatives: float = 0.5  # share of those drawn by training popularity, the rest uniformly
-    epochs: int = 20
-    patience: int = 2  # epochs without a lower validation loss before stopping
-    batch_size: int = 1024
-    lr: float = 3e-3
-    weight_decay: float = 1e-4
-    max_pairs: int = 500_000  # observed training pairs kept (a seeded sample above that), to stay cheap
-    seed: int = 0
+    hidden: list[int] = setting(factory=lambda: [64], ge=1)  # MLP layer widths
+    # Sampled items per observed pair (all-zero labels), in training and evaluation.
+    negatives: int = setting(4, ge=0)
+    # Share of those drawn by training popularity, the rest uniformly.
+    popular_negatives: float = setting(0.5, ge=0, le=1)
+    epochs: int = setting(20, ge=1)
+    patience: int = setting(2, ge=0)  # epochs without a lower validation loss before stopping
+    batch_size: int = setting(1024, ge=1)
+    lr: float = setting(3e-3, gt=0)
+    weight_decay: float = setting(1e-4, ge=0)
+    # Observed training pairs kept (a seeded sample above that), to stay cheap.
+    max_pairs: int = setting(500_000, ge=1)
+    seed: int = setting(0, ge=0)
+    # The outcome model (features + calibrated scorers, see towers/outcome_model.py): what it predicts, an
+    # event type or "target" ("": the target domain, else the rarest event type), the depth of retrieved
+    # candidates its relevance scorer learns to rerank, at how many moments per user, and the scorer kinds
+    # it chooses among on validation.
+    outcome: str = ""
+    candidates: int = setting(50, ge=1)
+    states: int = setting(5, ge=1)  # moments per user at which those candidates are drawn
+    models: list[str] = setting(factory=lambda: ["gbdt", "logistic"], one_of=("gbdt", "logistic"))
 
     def __post_init__(self) -> None:
-        for name in ("negatives", "epochs", "batch_size", "max_pairs"):
-            value = getattr(self, name)
-            least = 0 if name == "negatives" else 1
-            if isinstance(value, bool) or not isinstance(value, int) or value < least:
-                raise ValueError(f"behaviour.{name} must be an integer >= {least}, got {value!r}")
-        if not 0.0 <= self.popular_negatives <= 1.0:
-            raise ValueError(f"behaviour.popular_negatives must lie in [0, 1], got {self.popular_negatives!r}")
+        check_fields(self)

@@ -27,6 +27,7 @@ import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint.metadata import Metadata, StorageMeta
 
 from tandemrec.data.atomic import atomic_write_json, replace_folder, sha256_file
+from tandemrec.errors import TandemrecError
 from tandemrec.training.safe_unpickle import ForbiddenGlobal, load_dcp_index
 
 META = "meta.json"
@@ -34,7 +35,7 @@ INDEX = ".metadata"  # DCP's index of a checkpoint, a pickle
 FORMAT = 1
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(TandemrecError, RuntimeError):
     """A checkpoint that cannot be resumed: missing, corrupted, or made by another configuration."""
 
 

@@ -22,13 +22,15 @@ from torchrec.distributed.planner.types import PlannerError
 from torchrec.distributed.types import ShardedTensor, ShardingPlan, ShardingType
 from torchrec.optim.rowwise_adagrad import RowWiseAdagrad
 
+from tandemrec.errors import ConfigError, TandemrecError
+
 # The optimizers TorchRec fuses into the tables' backward on CPU and GPU alike (Adam is GPU-only).
 EMBEDDING_OPTIMIZERS = {"rowwise_adagrad": RowWiseAdagrad, "adagrad": torch.optim.Adagrad, "sgd": torch.optim.SGD}
 SHARDING_TYPES = tuple(t.value for t in ShardingType)
 ROW_SHARDINGS = (ShardingType.ROW_WISE.value, ShardingType.TABLE_ROW_WISE.value, ShardingType.GRID_SHARD.value)
 
 
-class ShardingError(RuntimeError):
+class ShardingError(TandemrecError, RuntimeError):
     """The tables cannot be sharded as configured over this many processes."""
 
 
@@ -44,7 +46,7 @@ def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"train.device is '{name}' but CUDA is not available on this machine")
+        raise ConfigError(f"train.device is '{name}' but CUDA is not available on this machine")
     return torch.device(name)
 
 
@@ -118,7 +120,7 @@ def shard(
     """
     chosen = table_shardings(model, sharding, table_sharding or {}, env.device.type)
     if embedding_optimizer not in EMBEDDING_OPTIMIZERS:
-        raise ValueError(f"train.embedding_optimizer must be one of {list(EMBEDDING_OPTIMIZERS)}, got '{embedding_optimizer}'")
+        raise ConfigError(f"train.embedding_optimizer must be one of {list(EMBEDDING_OPTIMIZERS)}, got '{embedding_optimizer}'")
     tables = {k: v.detach().clone() for k, v in model.state_dict().items() if ".embedding_bags." in k}
     constraints = {}
     for module in model.modules():

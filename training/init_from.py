@@ -15,6 +15,7 @@ import torch
 from tandemrec.data.run_folder import RunFolder
 from tandemrec.data.vocab import Vocabulary
 from tandemrec.data.vocabularies import Vocabularies
+from tandemrec.errors import MissingFileError
 from tandemrec.towers.serialization import load_model
 from tandemrec.towers.two_tower import TwoTower
 
@@ -51,7 +52,7 @@ def init_from(model: TwoTower, vocabs: Vocabularies, source: str | Path) -> Init
     """Load `source`'s model into `model` in place (see module docstring); returns what was carried."""
     run = RunFolder(Path(source))
     if not run.model.is_dir():
-        raise FileNotFoundError(f"--init-from '{source}' is not a trained run folder (no model/)")
+        raise MissingFileError(f"--init-from '{source}' is not a trained run folder (no model/)")
     source_model = load_model(run.model)
     source_vocabs = Vocabularies.load(run.vocab)
     source_state = source_model.state_dict()

@@ -12,6 +12,8 @@ from collections.abc import Sequence
 import faiss
 import numpy as np
 
+from tandemrec.errors import ConfigError
+
 
 def mixed_negatives(pool: np.ndarray, count: int, rng: np.random.Generator) -> np.ndarray:
     """`count` item indices drawn uniformly (without replacement) from `pool`."""
@@ -39,7 +41,7 @@ class HardNegativeMiner:
 
     def __init__(self, n_users: int, depth: int) -> None:
         if depth <= 0:
-            raise ValueError(f"train.hard_negative_depth must be positive, got {depth}")
+            raise ConfigError(f"train.hard_negative_depth must be positive, got {depth}")
         self.depth = depth
         self.lists = np.zeros((n_users, depth), dtype=np.int64)  # item indices; 0 = none
 

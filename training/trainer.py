@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from tandemrec.data.atomic import atomic_write_json, atomic_write_text
 from tandemrec.data.content import ItemContent
+from tandemrec.data.errors import DataError
 from tandemrec.data.examples import Examples
 from tandemrec.data.prepared import PreparedData
 from tandemrec.data.run_folder import RunFolder
@@ -263,17 +264,15 @@ class Trainer:
         if 0 < n % self.config.batch_size < world_size:
             steps -= 1
         if steps == 0:
-            raise ValueError(f"{n} training examples cannot be spread over {world_size} processes")
+            raise DataError(f"{n} training examples cannot be spread over {world_size} processes")
         return steps
 
     def _examples(self) -> tuple[Examples, np.ndarray | None, np.ndarray | None]:
         """The training examples and, in joint training over two domains, their domain masks."""
         train, mode = self.data.train, self.config.domains
-        if mode not in ("joint", "source", "target"):
-            raise ValueError(f"train.domains must be joint, source or target, got '{mode}'")
         if train.target is None or not train.target.any():
             if mode == "target":
-                raise ValueError("train.domains='target' but the data has no target-domain training events")
+                raise DataError("train.domains='target' but the data has no target-domain training events")
             return train, None, None
         source = train.source if train.source is not None else np.ones(len(train), dtype=bool)
         if mode == "joint":

@@ -6,7 +6,8 @@ its feature bullets and description, its category the most specific of its `cate
 `main_category`). Images are URLs in the metadata; an item gets a local image when `images/` next to the
 files holds one named after the item (`<parent_asin>.jpg`) or after the URL's file name, and otherwise
 the expected `images/<parent_asin>.jpg`, which validation counts as a missing image. Timestamps are
-milliseconds. A folder may hold several categories: each `meta_<Category>.jsonl` with its reviews.
+milliseconds; ratings are 1 to 5 stars, and a rating off that scale (or NaN) is refused, counted. A folder
+may hold several categories: each `meta_<Category>.jsonl` with its reviews.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from tandemrec.data.readers.parse import TableBuilder, epoch, number, text
 
 IMAGES_DIR = "images"
 _IMAGE_NAME = "__image_name"  # the file name of the item's first image URL
+RATINGS = (1.0, 5.0)
 _REVIEW_FIELDS = {"user_id": pl.String, "parent_asin": pl.String, "rating": pl.String, "timestamp": pl.String}
 _IMAGE = pl.Struct({"large": pl.String, "hi_res": pl.String, "thumb": pl.String, "variant": pl.String})
 _META_FIELDS = {
@@ -81,6 +83,7 @@ def _reviews(file: Path) -> tuple[pl.LazyFrame, TableSource]:
         .parsed("timestamp", "timestamp", epoch("timestamp", "ms"), "unparsable timestamp")
         .expr("event", pl.lit("rating"))
         .parsed("value", "rating", number("rating"), "unparsable rating")
+        .bounded("value", "rating", *RATINGS)
     )
     return builder.build(frame, file.name, "line", locate)
 

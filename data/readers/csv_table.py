@@ -48,13 +48,13 @@ def scan_csv(
     data row); the fatal rule that catches a row with one field too many, and a function that turns a
     parser error raised later (more fields still) into a DataError naming the line."""
     require_file(path, what)
-    header = _fields(first_line(path, encoding), separator)
+    header = header_of(path, separator, encoding)
     missing = [column for column in columns if column not in header]
     if missing:
         raise DataError.at(
             str(path),
             f"header has columns {header}, expected {list(columns)}; "
-            f"missing {missing}{_separator_hint(header, separator)}",
+            f"missing {missing}{separator_hint(header, separator)}",
             row=1,
             row_label="line",
         )
@@ -110,11 +110,17 @@ def scan_csv(
     return frame, [shifted], locate
 
 
+def header_of(path: Path, separator: str, encoding: str) -> list[str]:
+    """The column names of the file's header line."""
+    return _fields(first_line(path, encoding), separator)
+
+
 def _fields(line: str, separator: str) -> list[str]:
     return next(csv.reader(io.StringIO(line), delimiter=separator), [])
 
 
-def _separator_hint(header: list[str], separator: str) -> str:
+def separator_hint(header: list[str], separator: str) -> str:
+    """A hint for messages when the header is one field holding another common separator, else ""."""
     if len(header) != 1:
         return ""
     other = next((s for s in _SEPARATORS if s != separator and s in header[0]), None)

@@ -1,12 +1,14 @@
 """Any shop's own logs: CSV, Parquet or JSON Lines files with a column mapping (see mapping.py).
 
 Text formats are parsed leniently with every refusal counted (unparsable timestamp, unknown event type,
-...); Parquet columns keep their types, checked across files. Interactions stay a lazy plan over the
-files, so logs larger than memory import in a stream.
+a value that is NaN or outside the mapping's `value_range`, ...); Parquet columns keep their types,
+checked across files. Every column the mapping names must be in every file it reads. Interactions stay
+a lazy plan over the files, so logs larger than memory import in a stream.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 from pathlib import Path
 from typing import Any
@@ -16,15 +18,19 @@ import polars as pl
 from tandemrec.data.dataset import Dataset
 from tandemrec.data.errors import DataError
 from tandemrec.data.intake import Intake, Rule, TableSource
-from tandemrec.data.readers.csv_table import Locate, scan_csv
+from tandemrec.data.readers.csv_table import Locate, header_of, scan_csv, separator_hint
 from tandemrec.data.readers.files import require_file
-from tandemrec.data.readers.jsonl_table import scan_jsonl
+from tandemrec.data.readers.jsonl_table import fields_seen, scan_jsonl
 from tandemrec.data.readers.mapping import FORMATS, Mapping, TableMapping
 from tandemrec.data.readers.multi import concat_files
-from tandemrec.data.readers.parquet_table import scan_parquet
+from tandemrec.data.readers.parquet_table import scan_parquet, schema_of
 from tandemrec.data.readers.parse import TableBuilder, epoch, mapped, number, text, timestamp
 
 _ID_KINDS = ("text", "integer")
+# The keys that name source columns, in the order their columns are checked.
+_COLUMN_KEYS = ("user_id", "item_id", "timestamp", "event", "value", "title", "text", "category", "image", "features")
+# The canonical mapping's keys whose columns a file may lack.
+_OPTIONAL_KEYS = ("event", "value", "title", "text", "category", "image")
 
 
 def read_generic(path: str | Path, mapping: Mapping | dict[str, Any] | str | Path | None = None) -> Dataset:
@@ -33,13 +39,13 @@ def read_generic(path: str | Path, mapping: Mapping | dict[str, Any] | str | Pat
     src = Path(path)
     if src.is_file() and mapping is None:
         canonical = {c: c for c in ("user_id", "item_id", "timestamp", "event", "value")}
-        root, tables = src.parent, Mapping(TableMapping(file=src.name, **canonical))
+        root, tables = src.parent, _present_only(src.parent, Mapping(TableMapping(file=src.name, **canonical)))
     else:
         if not src.is_dir():
             raise DataError(f"{src}: no such folder, expected the folder the mapping's files are in")
         root = src
         if mapping is None:
-            tables = Mapping.canonical(src)
+            tables = _present_only(src, Mapping.canonical(src))
         elif isinstance(mapping, Mapping):
             tables = mapping
         elif isinstance(mapping, dict):
@@ -77,15 +83,72 @@ def _files(root: Path, pattern: str) -> list[Path]:
     return [require_file(path, "a data file")]
 
 
+def _format(file: Path, table: TableMapping) -> str:
+    """The mapping's `format`, else the one the file's extension says."""
+    format = table.format or FORMATS.get(file.suffix.lower())
+    if format not in ("csv", "parquet", "jsonl"):
+        raise DataError(f"{file}: cannot tell the format from the name; set format = csv, parquet or jsonl")
+    return format
+
+
+def _separator(file: Path, table: TableMapping) -> str:
+    return table.separator or ("\t" if file.suffix.lower() == ".tsv" else ",")
+
+
+def _mapped(table: TableMapping) -> list[tuple[str, str]]:
+    """(mapping key, source column) of every column the mapping names, lists (text, features) unrolled."""
+    pairs = []
+    for key in _COLUMN_KEYS:
+        value = getattr(table, key)
+        pairs += [(key, column) for column in ([value] if isinstance(value, str) else value or [])]
+    return pairs
+
+
+def _columns_of(file: Path, format: str, table: TableMapping, what: str) -> list[str]:
+    """The column names a file has: its CSV header, Parquet schema, or the fields of its JSON records."""
+    require_file(file, what)
+    if format == "csv":
+        return header_of(file, _separator(file, table), table.encoding)
+    if format == "parquet":
+        return list(schema_of(file, what))
+    return fields_seen(file, [column for _, column in _mapped(table)])
+
+
+def _require_mapped(file: Path, format: str, table: TableMapping, what: str) -> None:
+    """A DataError naming the mapping key, its column, the file and the file's columns when a column the
+    mapping names is not in the file: a typo must not become a column of nulls."""
+    columns = _columns_of(file, format, table, what)
+    for key, column in _mapped(table):
+        if column not in columns:
+            hint = separator_hint(columns, _separator(file, table)) if format == "csv" else ""
+            raise DataError(
+                f"{file}: [{what}] {key} = {column!r} names a column the file does not have; "
+                f"its columns are {columns}{hint}"
+            )
+
+
+def _present_only(root: Path, mapping: Mapping) -> Mapping:
+    """The canonical mapping without the optional columns its files lack: there the names are a
+    convention the files may follow in part, not columns the user said are there."""
+
+    def trim(table: TableMapping | None, what: str) -> TableMapping | None:
+        if table is None:
+            return None
+        columns = _columns_of(root / table.file, _format(root / table.file, table), table, what)
+        return dataclasses.replace(table, **{k: None for k in _OPTIONAL_KEYS if getattr(table, k) not in columns})
+
+    return Mapping(*(trim(getattr(mapping, what), what) for what in ("interactions", "items", "users")))
+
+
 def _scan(
     root: Path, table: TableMapping, columns: list[str], optional: list[str], what: str, ids: list[str]
 ) -> tuple[pl.LazyFrame, list[Rule], Locate, dict[str, str], str]:
     """The mapped source columns of a table's files as one plan, with the rules and locator of its
     format, the type family of each column, and the row label ("row" or "line")."""
     files = _files(root, table.file)
-    format = table.format or FORMATS.get(files[0].suffix.lower())
-    if format not in ("csv", "parquet", "jsonl"):
-        raise DataError(f"{files[0]}: cannot tell the format from the name; set format = csv, parquet or jsonl")
+    format = _format(files[0], table)
+    for file in files:
+        _require_mapped(file, format, table, what)
     kinds = {c: "text" for c in [*columns, *optional]}
     if format == "parquet":
         frame, kinds = scan_parquet(files, columns, what, optional)
@@ -93,8 +156,7 @@ def _scan(
     scans, rules = [], []
     for file in files:
         if format == "csv":
-            separator = table.separator or ("\t" if file.suffix.lower() == ".tsv" else ",")
-            frame, rules, locate = scan_csv(file, columns, what, separator, table.encoding, optional)
+            frame, rules, locate = scan_csv(file, columns, what, _separator(file, table), table.encoding, optional)
         else:
             fields = {c: pl.String for c in [*columns, *optional]}
             frame, rules, locate = scan_jsonl(file, fields, what, ids)
@@ -136,10 +198,12 @@ def _interactions(root: Path, table: TableMapping) -> tuple[pl.LazyFrame, TableS
         builder.text("event", table.event)
     else:
         builder.expr("event", pl.lit(table.event_name or "interaction"))
-    if table.value and kinds[table.value] == "text":
-        builder.parsed("value", table.value, number(table.value), "unparsable value")
-    elif table.value:
-        builder.expr("value", pl.col(table.value).cast(pl.Float64), table.value)
+    if table.value:
+        if kinds[table.value] == "text":
+            builder.parsed("value", table.value, number(table.value), "unparsable value")
+        else:
+            builder.expr("value", pl.col(table.value).cast(pl.Float64), table.value)
+        builder.bounded("value", "value", *(table.value_range or ()))
     else:
         builder.expr("value", pl.lit(None, pl.Float64))
     return builder.build(frame, table.file, label, locate)
@@ -173,4 +237,6 @@ def _users(root: Path, table: TableMapping) -> tuple[pl.LazyFrame, TableSource]:
 def _items_of(interactions: pl.LazyFrame, source: TableSource) -> pl.DataFrame:
     """Items without content, one per distinct item id of the interactions (no items file mapped)."""
     ids = source.collect(interactions.select("item_id").unique().drop_nulls().sort("item_id"))
+    if ids.is_empty():
+        raise DataError(f"{source.file}: no item ids in the interactions, so no items (and no [items] table mapped)")
     return ids.with_columns(title=pl.lit(None, pl.String), text=pl.lit(None, pl.String))

@@ -4,8 +4,10 @@ The quirks of the real files: article ids are written without their leading zero
 (108775015) but with it in the image names (images/010/0108775015.jpg), so ids are normalised to ten
 digits; `t_dat` is a date, so a customer's purchases of one day tie (splits break ties by item id);
 customer ids are 64-character hashes; some articles have no image (validation counts them). Every
-transaction row is one event "purchase"; `price` (scaled by H&M) and `sales_channel_id` are left out,
-as is the customers' `postal_code` (hundreds of thousands of values, mostly one customer each).
+transaction row is one event "purchase"; `price` (scaled by H&M) and `sales_channel_id` are checked but
+left out of the tables: a price that is not a number, NaN or negative, or a channel other than 1 (store)
+or 2 (online), marks a damaged row, which is refused and counted. The customers' `postal_code` is left
+out too (hundreds of thousands of values, mostly one customer each).
 """
 
 from __future__ import annotations
@@ -15,10 +17,10 @@ from pathlib import Path
 import polars as pl
 
 from tandemrec.data.dataset import Dataset
-from tandemrec.data.intake import Intake, TableSource
+from tandemrec.data.intake import HELPER_PREFIX, Intake, TableSource
 from tandemrec.data.readers.csv_table import scan_csv
 from tandemrec.data.readers.files import require_folder
-from tandemrec.data.readers.parse import TableBuilder, age_band, datetime_text, integer_id, text
+from tandemrec.data.readers.parse import TableBuilder, age_band, datetime_text, integer_id, mapped, number, text
 
 ARTICLE_ID_DIGITS = 10
 _ITEM_FEATURES = {
@@ -35,6 +37,10 @@ _USER_FEATURES = {
     "fn": "FN",
     "active": "Active",
 }
+SALES_CHANNELS = ("1", "2")  # store, online
+# Checked, then dropped with the other helper columns by validation.
+_PRICE = f"{HELPER_PREFIX}price"
+_CHANNEL = f"{HELPER_PREFIX}sales_channel"
 _DESCRIBED = ("product_type_name", "colour_group_name", "graphical_appearance_name")
 
 
@@ -86,7 +92,10 @@ def _customers(file: Path) -> tuple[pl.DataFrame, TableSource]:
 
 
 def _transactions(file: Path) -> tuple[pl.LazyFrame, TableSource]:
-    frame, rules, locate = scan_csv(file, ["t_dat", "customer_id", "article_id"], "H&M transactions")
+    required = ["t_dat", "customer_id", "article_id"]
+    frame, rules, locate = scan_csv(file, required, "H&M transactions", optional=["price", "sales_channel_id"])
+    channels = {channel: channel for channel in SALES_CHANNELS}
+    unknown_channel = f"unknown sales channel (expected {', '.join(SALES_CHANNELS)})"
     builder = (
         TableBuilder(rules=rules)
         .text("user_id", "customer_id")
@@ -94,5 +103,8 @@ def _transactions(file: Path) -> tuple[pl.LazyFrame, TableSource]:
         .parsed("timestamp", "t_dat", datetime_text("t_dat", "%Y-%m-%d"), "unparsable timestamp")
         .expr("event", pl.lit("purchase"))
         .expr("value", pl.lit(None, pl.Float64))
+        .parsed(_PRICE, "price", number("price"), "unparsable price")
+        .bounded(_PRICE, "price", low=0)
+        .parsed(_CHANNEL, "sales_channel_id", mapped("sales_channel_id", channels), unknown_channel)
     )
     return builder.build(frame, file.name, "row", locate)

@@ -74,6 +74,36 @@ def scan_jsonl(
     return frame, rules, locate
 
 
+def fields_seen(path: Path, wanted: Sequence[str]) -> list[str]:
+    """The field names of the file's records, in order of appearance, read until each of `wanted` is seen.
+
+    JSON Lines has no header: a record may leave out a field that is null, so a field is there when any
+    record has it. Usually the first record has them all; only a field no record has (a misspelt name in
+    a mapping) costs a whole pass. Lines that are not JSON objects are skipped: the scan reports them.
+    """
+    seen: dict[str, None] = {}
+    for _, line in numbered_lines(path, "utf-8"):
+        if all(field in seen for field in wanted):
+            break
+        try:
+            record = _loads(line) if line.strip() else None
+        except ValueError:
+            continue
+        if isinstance(record, dict):
+            seen.update(dict.fromkeys(record))
+    return list(seen)
+
+
+def _loads(line: str) -> object:
+    """One JSON value, strictly: NaN and Infinity, which Python accepts but JSON (and polars) do not,
+    are a ValueError."""
+    return json.loads(line.lstrip("\ufeff"), parse_constant=_not_json)
+
+
+def _not_json(constant: str) -> object:
+    raise ValueError(f"{constant} is not a JSON value (write it as a string or null)")
+
+
 def _kind_pattern(field: str, kind: str) -> str:
     start = rf'[{{,]\s*"{field}"\s*:\s*'
     return start + ('"' if kind == "string" else r"-?[0-9]")
@@ -85,7 +115,7 @@ def _first_kind(path: Path, field: str) -> str | None:
         if not line.strip():
             continue
         try:
-            value = json.loads(line.lstrip("\ufeff")).get(field)
+            value = _loads(line).get(field)
         except (ValueError, AttributeError):
             return None  # the locator reports the line
         if value is not None:
@@ -96,7 +126,7 @@ def _first_kind(path: Path, field: str) -> str | None:
 def _problem(line: str, fields: dict[str, pl.DataType]) -> str | None:
     """What is wrong with one line, or None."""
     try:
-        record = json.loads(line.lstrip("\ufeff"))
+        record = _loads(line)
     except ValueError as error:
         return f"invalid JSON ({error})"
     if not isinstance(record, dict):

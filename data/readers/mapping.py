@@ -12,7 +12,8 @@ config, with one section per table:
     timestamp_format = "%d/%m/%Y %H:%M"   # strptime, for other text
     event = "type"               # a column; or event_name = "view" for all rows
     events = { pageview = "view", buy = "purchase" }   # rename event values; others are refused
-    value = "qty"
+    value = "qty"                # a number; NaN is refused
+    value_range = [1, 5]         # lowest and highest allowed value (inclusive; inf for no bound): others are refused
     separator = ";"              # CSV only; format = "csv" | "parquet" | "jsonl" when the extension
     encoding = "latin-1"         #   does not say it
     [items]
@@ -28,8 +29,10 @@ config, with one section per table:
     user_id = "id"
     features = ["region"]
 
-Without a mapping, SRC is a folder of `interactions.*`, `items.*` and `users.*` files with the canonical
-column names. Without an `[items]` section, items are the distinct item ids of the interactions.
+Every column a key names must be in the file, optional keys included: a misspelt name is an error that
+names the key, the column and the columns the file has, never a column of nulls. Without a mapping, SRC
+is a folder of `interactions.*`, `items.*` and `users.*` files with the canonical column names (the
+optional ones used when present). Without an `[items]` section, items are the distinct item ids of the interactions.
 """
 
 from __future__ import annotations
@@ -69,6 +72,7 @@ class TableMapping:
     event_name: str | None = None
     events: dict[str, str] | None = None
     value: str | None = None
+    value_range: list[float] | None = None
     title: str | None = None
     text: str | list[str] | None = None
     category: str | None = None
@@ -79,7 +83,8 @@ class TableMapping:
 _REQUIRED = {"interactions": ("user_id", "item_id", "timestamp"), "items": ("item_id",), "users": ("user_id",)}
 _ALLOWED = {
     "interactions": {
-        "user_id", "item_id", "timestamp", "timestamp_unit", "timestamp_format", "event", "event_name", "events", "value"
+        "user_id", "item_id", "timestamp", "timestamp_unit", "timestamp_format", "event", "event_name", "events", "value",
+        "value_range",
     },
     "items": {"item_id", "title", "text", "category", "image", "features"},
     "users": {"user_id", "features"},
@@ -148,6 +153,8 @@ def _table(name: str, raw: Any, where: str) -> TableMapping:
         if key == "events":
             if not (isinstance(value, dict) and all(isinstance(v, str) for v in value.values())):
                 raise DataError(f"{where}: [{name}] events must map source values to event names")
+        elif key == "value_range":
+            _check_range(value, raw, f"{where}: [{name}] value_range")
         elif key in ("features", "text"):
             names = [value] if key == "text" and isinstance(value, str) else value
             if not (isinstance(names, list) and all(isinstance(v, str) for v in names)):
@@ -155,6 +162,15 @@ def _table(name: str, raw: Any, where: str) -> TableMapping:
         elif not isinstance(value, str):
             raise DataError(f"{where}: [{name}] {key} must be a string, got {value!r}")
     return TableMapping(**raw)
+
+
+def _check_range(value: Any, table: dict[str, Any], where: str) -> None:
+    """A value range is [lowest, highest] numbers with lowest <= highest, for a mapped value column."""
+    numbers = isinstance(value, list) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+    if not (numbers and len(value) == 2 and value[0] <= value[1]):
+        raise DataError(f"{where} must be [lowest, highest] with lowest <= highest, got {value!r}")
+    if "value" not in table:
+        raise DataError(f"{where} needs a value column (value = \"...\") to apply to")
 
 
 def _find(folder: Path, name: str) -> Path | None:

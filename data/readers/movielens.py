@@ -22,7 +22,7 @@ from tandemrec.data.dataset import Dataset
 from tandemrec.data.errors import DataError
 from tandemrec.data.intake import HELPER_PREFIX, ROW, Intake, Rule, TableSource, raw
 from tandemrec.data.readers.files import has_data_after_header, last_line_if_cut, require_file
-from tandemrec.data.readers.parse import age_band, epoch, integer_id, number, parse, unparsable
+from tandemrec.data.readers.parse import age_band, epoch, integer_id, number, out_of_range, parse, unparsable
 
 GENRES_100K = (
     "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary", "Drama",
@@ -38,6 +38,10 @@ OCCUPATIONS_1M = (
 _NO_GENRES = "(no genres listed)"
 _RELEASE_YEAR = re.compile(r"\d{1,2}-[A-Za-z]{3}-(\d{4})$")
 _RATING_COLUMNS = ("user_id", "item_id", "value", "timestamp")
+# The rating scale of each family's ratings file: whole stars in 100K (and 1M), half stars from 0.5 in
+# 10M (also a ratings.dat), ml-latest and 20M to 32M (their READMEs).
+WHOLE_STARS = (1.0, 5.0)
+HALF_STARS = (0.5, 5.0)
 
 
 def read_movielens(path: str | Path, posters: str | Path | None = None) -> Dataset:
@@ -53,17 +57,17 @@ def read_movielens(path: str | Path, posters: str | Path | None = None) -> Datas
     if not folder.is_dir():
         raise DataError(f"{folder}: no such folder, expected a MovieLens folder")
     if (folder / "u.data").is_file():
-        ratings = _read_ratings(folder / "u.data", "\t", ("user id", "item id", "rating", "timestamp"))
+        ratings = _read_ratings(folder / "u.data", "\t", ("user id", "item id", "rating", "timestamp"), WHOLE_STARS)
         items, items_file, users_file = _read_u_item(folder), "u.item", "u.user"
         users = _read_u_user(folder / "u.user") if (folder / "u.user").is_file() else None
     elif (folder / "ratings.csv").is_file():
         header = ("userId", "movieId", "rating", "timestamp")
-        ratings = _read_ratings(folder / "ratings.csv", ",", header, has_header=True)
+        ratings = _read_ratings(folder / "ratings.csv", ",", header, HALF_STARS, has_header=True)
         items, items_file, users_file = _read_movies_csv(folder / "movies.csv"), "movies.csv", ""
         users = None
     elif (folder / "ratings.dat").is_file():
         names = ("UserID", "MovieID", "Rating", "Timestamp")
-        ratings = _read_ratings(folder / "ratings.dat", "::", names)
+        ratings = _read_ratings(folder / "ratings.dat", "::", names, HALF_STARS)
         items, items_file, users_file = _read_movies_dat(folder / "movies.dat"), "movies.dat", "users.dat"
         users = _read_users_dat(folder / "users.dat") if (folder / "users.dat").is_file() else None
     else:
@@ -90,12 +94,17 @@ def _bad_line(file: Path, line: int, problem: str, column: str | None = None) ->
 
 
 def _read_ratings(
-    file: Path, separator: str, names: tuple[str, str, str, str], has_header: bool = False
+    file: Path,
+    separator: str,
+    names: tuple[str, str, str, str],
+    scale: tuple[float, float],
+    has_header: bool = False,
 ) -> tuple[pl.LazyFrame, TableSource]:
     """(user, item, rating, unix seconds) lines -> a plan of canonical interactions and its source.
 
-    A line with a field missing or not a number is refused by validation, counted by reason; a line
-    with too many fields, or single ':' where '::' separates, is an error naming it.
+    A line with a field missing or not a number, or a rating that is NaN or off the `scale` (lowest,
+    highest), is refused by validation, counted by reason; a line with too many fields, or single ':'
+    where '::' separates, is an error naming it.
     """
     require_file(file, f"MovieLens ratings ({separator.join(names)})")
     if has_header:
@@ -126,6 +135,7 @@ def _read_ratings(
         unparsable("unparsable id", "user_id"),
         unparsable("unparsable id", "item_id"),
         unparsable("unparsable rating", "value"),
+        *out_of_range("value", "rating", *scale),
         unparsable("unparsable timestamp", "timestamp"),
     ]
     source_names = dict(zip(_RATING_COLUMNS, (user, item, rating, seconds)))

@@ -32,6 +32,15 @@ def kind(dtype: pl.DataType) -> str:
     return str(dtype)
 
 
+def schema_of(file: Path, what: str) -> dict[str, pl.DataType]:
+    """The columns and types of a Parquet file, from its footer; a DataError if it is not one."""
+    require_file(file, what)
+    try:
+        return dict(pl.read_parquet_schema(file))
+    except (OSError, pl.exceptions.PolarsError) as error:
+        raise DataError(f"{file}: unreadable Parquet file ({error})") from error
+
+
 _UNIFIED = {"integer": pl.Int64, "float": pl.Float64, "text": pl.String, "date": pl.Date}
 
 
@@ -43,11 +52,7 @@ def scan_parquet(
     kinds: dict[str, tuple[str, str]] = {}
     plans = []
     for file in files:
-        require_file(file, what)
-        try:
-            schema = pl.read_parquet_schema(file)
-        except (OSError, pl.exceptions.PolarsError) as error:
-            raise DataError(f"{file}: unreadable Parquet file ({error})") from error
+        schema = schema_of(file, what)
         missing = [c for c in columns if c not in schema]
         if missing:
             raise DataError(f"{file}: missing column(s) {missing}, expected {list(columns)}; it has {list(schema)}")

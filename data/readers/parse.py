@@ -132,6 +132,25 @@ def unparsable(reason: str, column: str) -> Rule:
     return Rule(reason, raw(column), pl.col(raw(column)).is_not_null() & pl.col(column).is_null())
 
 
+def out_of_range(column: str, name: str, low: float | None = None, high: float | None = None) -> list[Rule]:
+    """Refuse a numeric `column` that is NaN or infinite, or outside [low, high] (None: no bound on that
+    side).
+
+    A float parser reads "nan" and "inf" as numbers, so without these rules a rating of NaN or 7 would
+    be kept as a value and silently skew whatever weighs by it. `name` is what the format calls the
+    value ("rating", "price"); the reasons say what was expected ("rating out of range 1..5").
+    """
+    value = pl.col(column)
+    rules = [Rule(f"{name} is NaN", column, value.is_nan()), Rule(f"{name} is infinite", column, value.is_infinite())]
+    if low is not None and high is not None:
+        rules.append(Rule(f"{name} out of range {low:g}..{high:g}", column, (value < low) | (value > high)))
+    elif low is not None:
+        rules.append(Rule(f"{name} below {low:g}", column, value < low))
+    elif high is not None:
+        rules.append(Rule(f"{name} above {high:g}", column, value > high))
+    return rules
+
+
 @dataclass
 class TableBuilder:
     """Collects a table's canonical columns from source columns, with the refusal rules of what is
@@ -157,6 +176,11 @@ class TableBuilder:
         self.exprs.extend(parse(column, source, expr))
         self.rules.append(unparsable(reason, column))
         self.names[column] = self.names[raw(column)] = source
+        return self
+
+    def bounded(self, column: str, name: str, low: float | None = None, high: float | None = None) -> TableBuilder:
+        """Refuse NaN values of the numeric `column`, and values outside [low, high] (see `out_of_range`)."""
+        self.rules.extend(out_of_range(column, name, low, high))
         return self
 
     def build(

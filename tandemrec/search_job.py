@@ -1,0 +1,74 @@
+"""The search state of a run: stored at index time (item text features, weights chosen on validation
+queries) and measured at evaluation time (test queries, next to the frozen-encoder and BM25 references).
+
+See retrieval/search.py for how search scores items and retrieval/search_eval.py for the queries."""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from tandemrec.config import RunConfig, read_run_config
+from tandemrec.data.dataset import Dataset
+from tandemrec.data.prepared import PreparedData, prepare
+from tandemrec.data.run_folder import RunFolder
+from tandemrec.retrieval.retriever import Retriever
+from tandemrec.retrieval.search import SEARCH_DIR, save_text_features
+from tandemrec.retrieval.search_eval import (
+    choose_personal,
+    choose_weights,
+    measure,
+    measure_personal,
+    metadata_queries,
+    personal_events,
+    split_queries,
+)
+from tandemrec.towers.serialization import load_model
+
+# The word a category query adds after the category name, per data source ("Western movies").
+QUERY_NOUNS = {"movielens": "movies"}
+
+
+def query_noun(config: RunConfig) -> str:
+    return QUERY_NOUNS.get(config.data.source, "")
+
+
+def write_search_state(run_dir: str | Path) -> dict:
+    """RUN/search/: the catalogue's text features and the score weights chosen on the validation half of
+    the metadata queries (and the personal weight on validation events), with that measurement."""
+    from tandemrec.jobs import catalogue_text_features, run_tokenizer
+
+    run = RunFolder(Path(run_dir))
+    config = read_run_config(run.config)
+    model = load_model(run.model)
+    data = prepare(Dataset.load(run.dataset), config.data.split, model.config.user.history_len, config.data.domains)
+    features = catalogue_text_features(model, data, run_tokenizer(run))
+    if features is None:
+        return {}
+    folder = run.root / SEARCH_DIR
+    save_text_features(folder, data.vocabs.items.ids[1:], features)
+    retriever = Retriever.load(run.root)
+    noun = query_noun(config)
+    valid, _ = split_queries(metadata_queries(retriever.catalogue, retriever.index.ids, noun))
+    weights, grid = choose_weights(retriever, valid)
+    retriever.product_search.weights = weights
+    events = personal_events(retriever, data.valid, noun)
+    personal, personal_grid = choose_personal(retriever, events) if events else (weights.personal, {})
+    weights = dataclasses.replace(weights, personal=personal)
+    measured = {"queries": len(valid), "ndcg@10": grid, "personal_ndcg@10": personal_grid}
+    weights.save(folder, measured)
+    return {"weights": dataclasses.asdict(weights), "validation": measured}
+
+
+def evaluate_search(retriever: Retriever, data: PreparedData, config: RunConfig) -> dict:
+    """The `search` block of metrics.json: the test half of the metadata queries (search and both
+    references) and personalised search on test events, with the weights in use."""
+    if retriever.product_search is None:
+        return {}
+    noun = query_noun(config)
+    _, test = split_queries(metadata_queries(retriever.catalogue, retriever.index.ids, noun))
+    weights = retriever.product_search.weights
+    block = {"weights": dataclasses.asdict(weights), **measure(retriever, test)}
+    events = personal_events(retriever, data.test, noun)
+    if events:
+        block["personalised"] = measure_personal(retriever, events, weights.personal)
+    return block

@@ -1,0 +1,69 @@
+"""`tandemrec benchmark` on tiny real runs: its numbers are what evaluate wrote, and it resumes."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import TINY_OVERRIDES
+from tandemrec import benchmark
+from tandemrec.benchmark import BASELINES, METRICS, PROTOCOLS, SYSTEM, default_protocols, run_benchmark
+from tandemrec.cli import main
+from tandemrec.config import load_config
+from tandemrec.data.run_folder import RunFolder
+from tandemrec.data.split import split_by
+from tandemrec.errors import ArgumentError
+from tandemrec.jobs import load_dataset
+from tandemrec.seed_stats import cell, stat_of
+
+BASE = [*TINY_OVERRIDES, "train.epochs=1", "behaviour.enabled=false", "data.split.min_train=2"]
+
+
+def test_benchmark_reports_what_evaluate_wrote_and_resumes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert main(["benchmark", "--out", str(tmp_path), "--protocols", "temporal", "--seeds", "2",
+                 *(a for o in BASE for a in ("--set", o))]) == 0
+    rows = json.loads((tmp_path / "benchmark.json").read_text())["rows"]
+    assert [(r["protocol"], r["seed"]) for r in rows] == [("temporal", 0), ("temporal", 1)]
+    metrics = [json.loads((tmp_path / "temporal" / f"seed{s}" / "metrics.json").read_text()) for s in (0, 1)]
+    for row, written in zip(rows, metrics):
+        for system in (SYSTEM, *BASELINES):
+            assert row["systems"][system] == {m: written[system][m] for m in METRICS}
+        assert set(written["baseline_settings"]) == {"ease", "item_knn"}
+    assert metrics[0]["ease"] == metrics[1]["ease"]  # the split, and so every baseline, is the seeds' own
+
+    table = (tmp_path / "benchmark.md").read_text()
+    line = next(l for l in table.splitlines() if f"| {SYSTEM} |" in l)
+    for m in METRICS:
+        mean_std = cell(stat_of(w[SYSTEM][m] for w in metrics), None, 4)
+        best = max(metrics[0][b][m] for b in BASELINES)
+        ratio = stat_of(w[SYSTEM][m] for w in metrics).mean / best
+        assert f"**{mean_std}** ({ratio:.2f}x" in line
+    assert (tmp_path / "benchmark.png").stat().st_size > 0
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished run was trained again")
+
+    monkeypatch.setattr(benchmark, "train", no_training)
+    assert run_benchmark(None, tmp_path, ["temporal"], 2, BASE) == rows
+
+
+def test_protocols_follow_the_config() -> None:
+    assert default_protocols(load_config(None)) == ["temporal", "leave_last_out", "global_cut"]
+    transfer = load_config("configs/movielens-benchmark.toml")
+    assert default_protocols(transfer) == ["temporal", "target", "target_sparse"]
+    with pytest.raises(ArgumentError, match="target domain"):
+        run_benchmark(None, Path("unused"), ["target"], 1)
+    with pytest.raises(ArgumentError, match="given split"):
+        run_benchmark(None, Path("unused"), ["given"], 1)
+
+
+def test_global_cut_holds_out_the_last_fifth_of_the_events_in_time(tmp_path: Path) -> None:
+    base = load_config(None, TINY_OVERRIDES)
+    config = load_config(None, [*TINY_OVERRIDES, *PROTOCOLS["global_cut"].overrides(base, tmp_path)])
+    events = load_dataset(config.data, RunFolder(tmp_path / "again")).interactions
+    split = split_by(events, config.data.split)
+    shares = [len(part) / len(events) for part in (split.train, split.valid, split.test)]
+    assert shares == pytest.approx([0.7, 0.1, 0.2], abs=0.01)
+    assert split.train["timestamp"].max() < split.valid["timestamp"].min()
+    assert split.valid["timestamp"].max() < split.test["timestamp"].min()
