@@ -90,16 +90,36 @@ def test_global_batch_on_two_processes_gives_one_process_loss_and_gradients(
         torch.testing.assert_close(b[key], a[key], rtol=1e-4, atol=1e-5 * scale, msg=key)
 
 
-def _group_alive(group: int) -> bool:
-    """Whether a process of `group` still runs (a zombie has already closed its files, locks included)."""
+def _processes() -> dict[int, tuple[int, str]]:
+    """Every process's parent and state, from /proc."""
+    table = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = stat.read_text().rsplit(")", 1)[1].split()
         except OSError:  # ended while we looked
             continue
-        if int(fields[2]) == group and fields[0] != "Z":
-            return True
-    return False
+        table[int(stat.parent.name)] = (int(fields[1]), fields[0])
+    return table
+
+
+def _kill_tree(root: int) -> None:
+    """SIGKILL `root` and every process below it, as a crash of the machine would, and wait until they
+    have ended: torchrun starts each worker in a session of its own, so killing its group would leave
+    the workers running (and holding the run)."""
+    table = _processes()
+    tree, grew = {root}, True
+    while grew:
+        below = {pid for pid, (parent, _) in table.items() if parent in tree} - tree
+        tree |= below
+        grew = bool(below)
+    for pid in tree:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + 60
+    while any(_processes().get(pid, (0, "Z"))[1] != "Z" for pid in tree) and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def test_run_killed_mid_epoch_resumes_to_the_same_result_on_two_or_one_processes(tmp_path: Path) -> None:
@@ -122,10 +142,8 @@ def test_run_killed_mid_epoch_resumes_to_the_same_result_on_two_or_one_processes
     deadline = time.monotonic() + 300
     while not mid_epoch.is_file() and job.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
-    os.killpg(job.pid, signal.SIGKILL)
+    _kill_tree(job.pid)
     job.wait()
-    while _group_alive(job.pid) and time.monotonic() < deadline:  # its workers hold the run's lock until they end
-        time.sleep(0.05)
     assert mid_epoch.is_file(), "the run ended or stalled before its mid-epoch checkpoint"
     assert not (killed / "train_metrics.jsonl").exists() or len(history(killed)) == 0  # killed within epoch 1
 
