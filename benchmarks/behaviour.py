@@ -24,8 +24,8 @@ import numpy as np
 import polars as pl
 
 from tandemrec.behaviour_job import CHOSEN
-from tandemrec.data.vocabularies import Vocabularies
-from tandemrec.retrieval.behaviour import roc_auc
+from tandemrec.retrieval.metrics import roc_auc
+from tandemrec.run import Run
 
 
 def _number(value: float | None) -> str:
@@ -108,7 +108,7 @@ def planted_oracle(run: Path) -> float | None:
     truth_path = run / "shop" / "truth.parquet"
     if not truth_path.is_file():
         return None
-    vocabs = Vocabularies.load(run / "vocab")
+    vocabs = Run(run).vocabs
     pairs = _observed_test(run)
     items = pl.read_parquet(run / "dataset" / "items.parquet").select("item_id", "category")
     table = pl.DataFrame({

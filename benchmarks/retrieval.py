@@ -13,9 +13,14 @@ index with the same parameters (ItemCatalogue.search, the path of Retriever.sear
 Retriever query: checks, filters, exclusions, id mapping, result objects). All ratios come from the same
 run, measurements interleaved, best of several repeats: these machines are noisy.
 
+On catalogues up to 100K items it also times one-query `Retriever.search_vectors`, `similar_items` and
+`recommend` call by call against what each must do anyway in raw FAISS (and, for `recommend`, the user
+tower's forward), and prints the ratio: the Python a single request pays on top of the search.
+
     .venv/bin/python benchmarks/retrieval.py                       # 100K and 1M, all kinds (~20 min)
     .venv/bin/python benchmarks/retrieval.py --sizes 20000 --kinds flat,ivf --out /tmp/r.md
     .venv/bin/python benchmarks/retrieval.py --threads 1    # steadier when another job holds a core
+    .venv/bin/python benchmarks/retrieval.py --sizes 100000 --kinds flat,ivf,hnsw --threads 1 --one-query-calls 1000
 """
 from __future__ import annotations
 
@@ -30,12 +35,22 @@ from pathlib import Path
 
 import faiss
 import numpy as np
+import polars as pl
+import torch
 
-from tandemrec.data.atomic import atomic_write_text
+from tandemrec.config import load_config
+from tandemrec.data.features import EventLog, UserFeatures
+from tandemrec.data.vocab import Vocabulary
+from tandemrec.data.vocabularies import Vocabularies
+from tandemrec.io.atomic import atomic_write_text
+from tandemrec.jobs import sized
 from tandemrec.retrieval.catalogue import ItemCatalogue
 from tandemrec.retrieval.config import IndexConfig
 from tandemrec.retrieval.index import ItemIndex
-from tandemrec.retrieval.index_build import build_tuned_index, recall_at_k
+from tandemrec.retrieval.index_build import ann_recall_at_k, build_tuned_index
+from tandemrec.retrieval.retriever import Retriever
+from tandemrec.towers.inference import embed
+from tandemrec.towers.two_tower import TwoTower
 
 DIM = 128
 K = 10
@@ -46,6 +61,12 @@ TARGET_RECALL = 0.95
 SINGLE_SECONDS = 3.0  # time spent on one-at-a-time queries per kind (at most SINGLE_MAX queries)
 SINGLE_MAX = 500
 REPEATS = 5
+# One-query Retriever calls (search_vectors, similar_items, recommend) are timed on catalogues up to this
+# size, ONE_QUERY_CALLS calls each, for USERS synthetic users with USER_EVENTS events each.
+ONE_QUERY_MAX_ITEMS = 100_000
+ONE_QUERY_CALLS = 2_000
+USERS = 1_000
+USER_EVENTS = 20
 RESULTS = Path(__file__).parent / "results" / "retrieval.md"
 
 
@@ -149,7 +170,7 @@ def measure(
         search=index.search_params,
         build_s=build_s,
         bytes=size,
-        recall=recall_at_k(index, test, exact),
+        recall=ann_recall_at_k(index, test, exact),
         qps_single_faiss=single_qps(raw, test),
         qps_single_retriever=single_qps(wrapped, test),
         qps_batch_faiss=len(test) / min(batch_faiss),
@@ -157,6 +178,107 @@ def measure(
         speedup=min(batch_exact) / min(batch_faiss),
     )
     return row, index
+
+
+@dataclass
+class OneQuery:
+    """One-query Retriever calls against what they must do anyway, timed call by call, interleaved."""
+
+    n: int
+    kind: str
+    call: str
+    baseline: str
+    us_baseline: float  # median microseconds per call
+    us_retriever: float
+
+    @property
+    def ratio(self) -> float:
+        return self.us_retriever / self.us_baseline
+
+
+def synthetic_retriever(index: ItemIndex, seed: int = 0) -> Retriever:
+    """A Retriever over `index` with an untrained ID-only two-tower model of the index's dim and a synthetic
+    event log (USER_EVENTS items per user): the costs of the one-query paths depend on the index, the user
+    tower and the history lengths, not on whether the model learned anything."""
+    rng = np.random.default_rng(seed)
+    item_ids = [i for i in index.ids if i is not None]
+    vocabs = Vocabularies(
+        users=Vocabulary([f"u{u:05d}" for u in range(USERS)], "users"),
+        items=Vocabulary(item_ids, "items"),
+        categories=Vocabulary(["all"], "categories"),
+        attributes={},
+    )
+    config = load_config(None, [f"model.dim={index.dim}", "model.item.image=false", "model.item.text=false"])
+    torch.manual_seed(seed)
+    model = TwoTower(sized(config, vocabs).model)
+    users = np.repeat(np.arange(1, USERS + 1), USER_EVENTS)
+    log = EventLog(users, rng.integers(1, len(item_ids) + 1, users.size), np.tile(np.arange(USER_EVENTS), USERS))
+    features = UserFeatures(log, np.zeros((USERS + 1, 0), dtype=np.int64), [], model.config.user.history_len)
+    return Retriever(model, vocabs, features, index, pl.DataFrame({"item_id": item_ids, "title": item_ids}))
+
+
+def paired_us(baseline: Callable[[int], object], call: Callable[[int], object], calls: int) -> tuple[float, float]:
+    """Median microseconds per call of `baseline(i)` and `call(i)`, alternated call by call so that both
+    see the same machine load (a batch timing of one would not); which of the two goes first alternates."""
+    base, timed = np.empty(calls), np.empty(calls)
+    for i in range(calls):
+        for first in ((baseline, call) if i % 2 else (call, baseline)):
+            began = time.perf_counter()
+            first(i)
+            (base if first is baseline else timed)[i] = time.perf_counter() - began
+    return float(np.median(base)) * 1e6, float(np.median(timed)) * 1e6
+
+
+def one_query_rows(kind: str, index: ItemIndex, test: np.ndarray, calls: int = ONE_QUERY_CALLS) -> list[OneQuery]:
+    """`search_vectors`, `similar_items` and `recommend` with one query each against raw FAISS on the same
+    index and k (similar_items: reading the item's stored vector back, then k + 1, as it leaves the item
+    itself out; recommend: plus the user tower's forward on the user's stored features, which it must run
+    anyway)."""
+    retriever = synthetic_retriever(index)
+    raw = raw_search(index)
+    faiss_index = index.faiss_index
+    items = [i for i in index.ids if i is not None]
+    users = retriever.vocabs.users.ids[1:]
+
+    def tower(i: int) -> np.ndarray:
+        user = np.array([1 + i % USERS])
+        return embed(retriever.model.user_tower, [retriever.features.batch(user)], retriever.device).numpy()
+
+    # The baseline takes other queries than the call it is paired with (half the query set away): searching
+    # a query right after its twin would find the twin's index lists or graph nodes still in the CPU cache.
+    cases = {
+        ("search_vectors", "faiss_index.search"): (
+            lambda i: raw(test[(i + len(test) // 2) % len(test)][None]),
+            lambda i: retriever.search_vectors(test[i % len(test)][None], K),
+        ),
+        ("similar_items", "faiss_index.reconstruct + search, k + 1"): (
+            lambda i: faiss_index.search(faiss_index.reconstruct((i + len(items) // 2) % len(items))[None], K + 1),
+            lambda i: retriever.similar_items(items[i % len(items)], K),
+        ),
+        ("recommend", "user tower + faiss_index.search"): (
+            lambda i: raw(tower(i + USERS // 2)),
+            lambda i: retriever.recommend(users[i % USERS], K),
+        ),
+    }
+    rows = []
+    for (call, baseline), (base, timed) in cases.items():
+        paired_us(base, timed, min(100, calls))  # warm up
+        rows.append(OneQuery(len(index), kind, call, baseline, *paired_us(base, timed, calls)))
+        print(one_query_table([rows[-1]]).splitlines()[-1], flush=True)
+    return rows
+
+
+def one_query_table(rows: list[OneQuery]) -> str:
+    lines = [
+        "| items | kind | call | against | us baseline | us Retriever | ratio |",
+        "| ---: | --- | --- | --- | ---: | ---: | ---: |",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r.n:,} | {r.kind} | `{r.call}` | {r.baseline} | {r.us_baseline:,.1f} | {r.us_retriever:,.1f} | "
+            f"{r.ratio:.2f}x |"
+        )
+    return "\n".join(lines)
 
 
 def table(rows: list[Row]) -> str:
@@ -183,7 +305,15 @@ def machine() -> str:
     )
 
 
-def run(sizes: list[int], kinds: list[str], seed: int = 0) -> list[Row]:
+def run(
+    sizes: list[int],
+    kinds: list[str],
+    seed: int = 0,
+    one_query: list[OneQuery] | None = None,
+    one_query_calls: int = ONE_QUERY_CALLS,
+) -> list[Row]:
+    """A row per size and kind; given a `one_query` list, also the one-query calls of each kind's index of
+    up to ONE_QUERY_MAX_ITEMS items, appended to it."""
     rows = []
     for n in sizes:
         rng = np.random.default_rng(seed)
@@ -197,6 +327,8 @@ def run(sizes: list[int], kinds: list[str], seed: int = 0) -> list[Row]:
                 exact_search = raw_search(index)
             rows.append(row)
             print(table([row]).splitlines()[-1], flush=True)
+            if one_query is not None and n <= ONE_QUERY_MAX_ITEMS and one_query_calls:
+                one_query.extend(one_query_rows(kind, index, test, one_query_calls))
     return rows
 
 
@@ -208,13 +340,29 @@ def main() -> None:
     )
     parser.add_argument("--out", type=Path, default=RESULTS, help=f"markdown results file (default: {RESULTS})")
     parser.add_argument("--threads", type=int, help="FAISS OpenMP threads (default: FAISS's, one per core)")
+    parser.add_argument(
+        "--one-query-calls", type=int, default=ONE_QUERY_CALLS,
+        help=f"one-query Retriever calls timed per kind and call on catalogues up to {ONE_QUERY_MAX_ITEMS:,} (0: none)",
+    )
     args = parser.parse_args()
     if args.threads:
         faiss.omp_set_num_threads(args.threads)
     kinds = args.kinds.split(",")
     if kinds[0] != "flat":
         parser.error("--kinds must start with flat: it is the exact reference for recall and speed-up")
-    rows = run([int(s) for s in args.sizes.split(",")], kinds)
+    one_query: list[OneQuery] = []
+    rows = run([int(s) for s in args.sizes.split(",")], kinds, one_query=one_query, one_query_calls=args.one_query_calls)
+    one_query_text = "" if not one_query else (
+        "\n## One query per call\n\n"
+        "Median microseconds per call of each one-query Retriever call and of what it must do anyway, "
+        f"{args.one_query_calls:,} calls each, alternated call by call (both see the same load); ratio = "
+        "Retriever / baseline. Baselines: raw `faiss_index.search` on the same index and k (`similar_items`: "
+        "`faiss_index.reconstruct` of the item's vector, then k + 1, as it leaves the item itself out; `recommend`: plus the user "
+        "tower's forward on the user's stored features, so its ratio is the retrieval overhead on top of the "
+        f"model). The Retriever: an untrained ID-only two-tower model of dim {DIM}, {USERS:,} synthetic users "
+        f"with {USER_EVENTS} events each (excluded as seen by `recommend`).\n\n"
+        f"{one_query_table(one_query)}\n"
+    )
     text = (
         "# Retrieval benchmark\n\n"
         f"`benchmarks/retrieval.py`: {machine()}. Synthetic clustered unit vectors, dim {DIM}, k={K}; "
@@ -222,10 +370,10 @@ def main() -> None:
         f"recall and speed measured on {QUERIES:,} other queries; batch = {QUERIES:,} queries in one call; "
         "x exact = batched FAISS QPS over exact (flat) search's, timed interleaved with it; Retriever overhead = "
         f"FAISS batched QPS / Retriever batched QPS. Load average at the end: {os.getloadavg()[0]:.1f}.\n\n"
-        f"{table(rows)}\n"
+        f"{table(rows)}\n{one_query_text}"
     )
     atomic_write_text(args.out, text)
-    print(f"\n{table(rows)}\n\nwritten to {args.out}")
+    print(f"\n{table(rows)}\n\n{one_query_table(one_query)}\n\nwritten to {args.out}")
 
 
 if __name__ == "__main__":

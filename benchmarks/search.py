@@ -21,11 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from tandemrec.config import read_run_config
-from tandemrec.data.atomic import atomic_write_text
-from tandemrec.data.dataset import Dataset
-from tandemrec.data.prepared import prepare
+from tandemrec.io.atomic import atomic_write_text
 from tandemrec.retrieval.retriever import Retriever
+from tandemrec.run import Run
 from tandemrec.search_job import evaluate_search
 
 SYSTEMS = ("search", "text_encoder_knn", "bm25")
@@ -36,11 +34,8 @@ PERSONAL = ("ndcg@10_query_only", "ndcg@10_personalised", "ndcg_ratio", "precisi
 
 def run_block(run_dir: Path) -> dict:
     """The search block of one indexed run (as `tandemrec evaluate` computes it)."""
-    config = read_run_config(run_dir / "config.json")
-    retriever = Retriever.load(run_dir)
-    data = prepare(Dataset.load(run_dir / "dataset"), config.data.split, retriever.model.config.user.history_len,
-                   config.data.domains)
-    return evaluate_search(retriever, data, config)
+    run = Run(run_dir)
+    return evaluate_search(Retriever.load(run), run.data, run.config)
 
 
 def cell(values: list[float]) -> str:

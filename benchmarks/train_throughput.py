@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from tandemrec.config import load_config
-from tandemrec.data.atomic import atomic_write_text
+from tandemrec.io.atomic import atomic_write_text
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -59,16 +59,15 @@ def train_samples_per_second(processes: int, settings: list[str], run: Path) -> 
 
 def item_tower_seconds(settings: list[str], batch: int, run: Path, repeats: int = 10, warmup: int = 2) -> float:
     """Mean seconds of the item tower's forward and backward on `batch` training items, in one process."""
-    from tandemrec.data.dataset import Dataset
-    from tandemrec.data.prepared import prepare
-    from tandemrec.jobs import item_content, sized
+    from tandemrec.jobs import sized
+    from tandemrec.run import Run, item_content
     from tandemrec.towers.text_encoder import load_tokenizer
     from tandemrec.towers.two_tower import TwoTower
     from tandemrec.training.frozen_features import cache_frozen_backbones
 
     torch.set_num_threads(os.cpu_count() or 1)
     config = load_config(None, settings)
-    data = prepare(Dataset.load(run / "dataset"), config.data.split, config.model.user.history_len, config.data.domains)
+    data = Run(run, config).data
     config = sized(config, data.vocabs)
     model = TwoTower(config.model)
     content = item_content(model, data, load_tokenizer(config.model.item.text.name_or_path))

@@ -27,8 +27,8 @@ import numpy as np
 import polars as pl
 from numpy.lib.format import open_memmap
 
-from tandemrec.data.atomic import replace_folder
 from tandemrec.data.errors import DataError
+from tandemrec.io.atomic import replace_folder
 
 log = logging.getLogger(__name__)
 

@@ -20,10 +20,10 @@ from pathlib import Path
 
 import polars as pl
 
-from tandemrec.data.atomic import disk_error, replace_folder
 from tandemrec.data.errors import DataError
 from tandemrec.data.intake import Intake, helper_columns
 from tandemrec.data.report import ValidationReport
+from tandemrec.io.atomic import disk_error, replace_folder
 
 USER_ID = "user_id"
 TIMESTAMP = pl.Datetime("us", "UTC")

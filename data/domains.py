@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import polars as pl
 
+from tandemrec.config_schema import check_fields, setting
 from tandemrec.data.dataset import USER_ID, Frame
 from tandemrec.data.errors import DataError
-from tandemrec.towers.config import check_fields, setting
 
 SOURCE = "source"
 TARGET = "target"
@@ -34,7 +34,7 @@ class DomainConfig:
     train_target_fraction: the target-sparse variant: keep this seeded fraction of each user's target
         events in the training part (1.0: all of them).
     seed: the seed of that choice.
-    Every setting is checked when the config is built (see towers/config.py: `setting`).
+    Every setting is checked when the config is built (see tandemrec/config_schema.py: `setting`).
     """
 
     source: list[str] | None = None

@@ -13,9 +13,9 @@ from datetime import date, datetime, time, timezone
 import numpy as np
 import polars as pl
 
+from tandemrec.config_schema import check_fields, setting
 from tandemrec.data.dataset import INTERACTION_COLUMNS, USER_ID, require_columns
 from tandemrec.errors import ConfigError
-from tandemrec.towers.config import check_fields, setting
 
 _PART = "__part"
 ORDER = [USER_ID, "timestamp", "item_id"]
@@ -36,7 +36,7 @@ class SplitConfig:
     data/given_split.py; the column is then GIVEN_COLUMN). Its parts are used as they are: no event moves.
     `refit`: the model (and the baselines) train on train + valid together, for the final test run once
     the settings are chosen on validation (the validation part then measures nothing new).
-    Every setting is checked when the config is built (see towers/config.py: `setting`)."""
+    Every setting is checked when the config is built (see tandemrec/config_schema.py: `setting`)."""
 
     valid_last: int = setting(1, ge=0)
     test_last: int = setting(1, ge=0)

@@ -27,10 +27,10 @@ import numpy as np
 import polars as pl
 from PIL import Image, ImageDraw
 
-from tandemrec.data.atomic import atomic_path, disk_error
+from tandemrec.config_schema import check_fields, setting
 from tandemrec.data.dataset import Dataset
 from tandemrec.errors import ConfigError
-from tandemrec.towers.config import check_fields, setting
+from tandemrec.io.atomic import atomic_path, disk_error
 
 TRUTH_FILE = "truth.parquet"
 

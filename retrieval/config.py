@@ -1,10 +1,10 @@
 """Index settings: which FAISS kind, its search parameters, and the recall an index must reach at build
-time; each is checked when an IndexConfig is built (see towers/config.py: `setting`)."""
+time; each is checked when an IndexConfig is built (see tandemrec/config_schema.py: `setting`)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tandemrec.towers.config import check_fields, setting
+from tandemrec.config_schema import check_fields, setting
 
 KINDS = ("auto", "flat", "ivf", "ivfpq", "hnsw")
 LOW_RECALL_ACTIONS = ("error", "warn")

@@ -13,6 +13,7 @@ return ids and vectors and leave them to `pl.read_parquet`.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -21,13 +22,20 @@ import polars as pl
 from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
-from tandemrec.data.atomic import atomic_path, atomic_write_json, sha256_file
+from tandemrec.io.atomic import atomic_path, atomic_write_json, sha256_file
 from tandemrec.retrieval.errors import RetrievalError
 
 MANIFEST_FILE = "manifest.json"
 FORMATS = ("parquet", "npy", "safetensors")
 TENSOR = "embedding"  # the tensor name in safetensors files
 NORM_TOLERANCE = 1e-3
+
+
+def check_formats(formats: Sequence[str]) -> None:
+    """Refuse export formats this module cannot write, before any costly embedding."""
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown or not formats:
+        raise RetrievalError(f"export formats must be among {FORMATS}, got {list(formats)}")
 
 
 def export_embeddings(
@@ -44,9 +52,7 @@ def export_embeddings(
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     if vectors.ndim != 2 or vectors.shape[0] != len(ids):
         raise RetrievalError(f"{what}: {len(ids)} ids but vectors of shape {vectors.shape}")
-    unknown = [f for f in formats if f not in FORMATS]
-    if unknown or not formats:
-        raise RetrievalError(f"export formats must be among {FORMATS}, got {list(formats)}")
+    check_formats(formats)
     columns = columns or {}
     for name, (values, _) in columns.items():
         if name in ("id", "embedding") or len(values) != len(ids):

@@ -12,31 +12,19 @@ safe; `add` and `remove` must not overlap them (`ItemCatalogue` serialises them 
 
 from __future__ import annotations
 
-import json
-import logging
 from collections import Counter
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Sequence
 
 import faiss
 import numpy as np
 
-from tandemrec.data.atomic import atomic_path, atomic_write_json, sha256_file
 from tandemrec.retrieval.arguments import check_k, matrix
 from tandemrec.retrieval.errors import RetrievalError
+from tandemrec.retrieval.index_files import RESERVED_KEYS, read_index, write_index
+from tandemrec.retrieval.index_gpu import train_and_add
+from tandemrec.retrieval.index_rows import check_positions, exclusions
 
-log = logging.getLogger(__name__)
-
-FORMAT = 1
-INDEX_FILE = "index.faiss"
-IDS_FILE = "ids.json"
-MANIFEST_FILE = "manifest.json"
-_MANIFEST_KEYS = frozenset(
-    {"format", "factory", "dim", "count", "metric", "created", "index_sha256", "ids_sha256"}
-)
-_SEARCH_KEY = "search"  # manifest key of the search parameters; optional, so older manifests still load
-_RESERVED_KEYS = _MANIFEST_KEYS | {_SEARCH_KEY}
 _SHOWN = 10  # how many offending ids an error message lists
 # A filter that leaves at most this many rows is answered by exact search over those rows: cheaper than
 # asking a graph or inverted-list index to skip almost everything, and never misses an eligible item.
@@ -63,19 +51,19 @@ class ItemIndex:
         if index.ntotal != len(ids):
             raise RetrievalError(f"index holds {index.ntotal} vectors but {len(ids)} ids were given")
         metadata = dict(metadata or {})
-        clash = sorted(_RESERVED_KEYS & metadata.keys())
+        clash = sorted(RESERVED_KEYS & metadata.keys())
         if clash:
             raise RetrievalError(f"metadata keys {clash} are reserved for the index manifest")
         self._index = index
+        self._dim = index.d  # read once: every SWIG attribute access costs a search of one query a microsecond
         self._ivf = faiss.try_extract_index_ivf(index) if isinstance(index, faiss.Index) else None
         self._ids = _object_array(ids)  # numpy, so that a batch of results maps to ids in one step
         self._positions = {item_id: i for i, item_id in enumerate(ids) if item_id is not None}
         self._removed = np.fromiter((i is None for i in ids), dtype=bool, count=len(ids))
-        self._refresh_live_rows()
         self._metadata = metadata
         self._factory = factory
         self._search = self._default_search_params()
-        self.set_search_params(**(search or {}))
+        self.set_search_params(**(search or {}))  # also builds the cached search state
 
     @classmethod
     def build(
@@ -109,7 +97,7 @@ class ItemIndex:
             if not isinstance(index, faiss.IndexHNSW):
                 raise RetrievalError(f"ef_construction applies to HNSW indexes, not to {factory!r}")
             index.hnsw.efConstruction = ef_construction
-        index = _train_and_add(index, vectors, train_size, seed)
+        index = train_and_add(index, vectors, train_size, seed)
         ivf = faiss.try_extract_index_ivf(index)
         if ivf is not None:
             ivf.make_direct_map()
@@ -117,11 +105,11 @@ class ItemIndex:
 
     @property
     def dim(self) -> int:
-        return self._index.d
+        return self._dim
 
     def __len__(self) -> int:
-        """Rows in the index, removed ones included (the FAISS vector count)."""
-        return self._index.ntotal
+        """Rows in the index, removed ones included (the FAISS vector count, which `_ids` follows)."""
+        return len(self._ids)
 
     @property
     def live_count(self) -> int:
@@ -159,7 +147,7 @@ class ItemIndex:
 
     def annotate(self, **values: Any) -> None:
         """Add caller metadata (e.g. the recall measured after building) to what `save` writes."""
-        clash = sorted(_RESERVED_KEYS & values.keys())
+        clash = sorted(RESERVED_KEYS & values.keys())
         if clash:
             raise RetrievalError(f"metadata keys {clash} are reserved for the index manifest")
         self._metadata.update(values)
@@ -190,24 +178,23 @@ class ItemIndex:
         if self._ivf is not None and params.get("nprobe", 0) > self._ivf.nlist:
             raise RetrievalError(f"nprobe={params['nprobe']} exceeds the {self._ivf.nlist} lists of this index")
         self._search.update({name: int(value) for name, value in params.items()})
+        self._refresh_search_state()
 
     def position(self, item_ids: Sequence[str]) -> np.ndarray:
         """Row positions (int64) of `item_ids`; RetrievalError listing any unknown (or removed) id."""
         if isinstance(item_ids, str):
             raise RetrievalError("item_ids must be a sequence of ids, got a single string")
-        positions = np.fromiter(
-            (self._positions.get(i, -1) for i in item_ids), dtype=np.int64, count=len(item_ids)
-        )
-        if (positions < 0).any():
+        positions = [self._positions.get(i, -1) for i in item_ids]  # a list: one request's few ids cost less
+        if -1 in positions:
             unknown = [i for i, p in zip(item_ids, positions) if p < 0]
             raise RetrievalError(
                 f"item_ids: {len(unknown)} unknown ids, e.g. {unknown[:_SHOWN]} (not in the index, or removed)"
             )
-        return positions
+        return np.array(positions, dtype=np.int64)
 
     def vectors(self, positions: np.ndarray) -> np.ndarray:
         """The stored vectors (len(positions), d) at `positions`, as float32 (PQ kinds: as decoded)."""
-        positions = _check_positions(positions, "positions", len(self))
+        positions = check_positions(positions, "positions", len(self))
         try:
             return self._index.reconstruct_batch(positions)
         except RuntimeError as e:
@@ -232,34 +219,32 @@ class ItemIndex:
         k = check_k(k, self.live_count)
         n, m = len(self), queries.shape[0]
         eligible, bits = self._eligible_rows(allowed)
-        n_eligible = n if eligible is None else int(eligible.sum())
+        n_eligible = n if eligible is None else self.live_count if eligible is self._live else int(eligible.sum())
         run = self._searcher(eligible, bits, n_eligible)
         first = None  # the common case (no exclusions, no filter) costs one FAISS call and nothing more
         if exclude is None and eligible is None:
             first = run(queries, k, 1)
             if (first[1] >= 0).all():
                 return first[1], first[0]
-        banned, n_banned = _exclusion_keys(exclude, m, n, eligible)
-
-        positions = np.full((m, k), -1, dtype=np.int64)
-        scores = np.full((m, k), -np.inf, dtype=np.float32)
-        wanted = np.minimum(k, n_eligible - n_banned)
-        pending = np.flatnonzero(wanted > 0)
-        if pending.size == 0:
-            return positions, scores
-        budget = min(n_eligible, k + int(n_banned.max()))
-        scale = 1
-        while True:
-            raw_scores, raw_positions, saturated = first or run(queries[pending], budget, scale)
-            first = None
-            pos, sc, found = _first_eligible(raw_positions, raw_scores, pending, banned, n, k)
-            positions[pending], scores[pending] = pos, sc
-            # An exact search is complete at the first pass; an approximate one may have missed items, so it
-            # asks for more results and searches wider (nprobe, efSearch) until it is exhaustive.
-            pending = pending[found < wanted[pending]]
-            if pending.size == 0 or (budget == n_eligible and saturated):
-                return positions, scores
+        excluded = exclusions(exclude, m, n, eligible)
+        # Per-query bookkeeping in Python lists: for one query, each numpy call here would cost more than the
+        # list; for a batch, the lists are a sliver of the search.
+        wanted = [min(k, n_eligible - count) for count in excluded.count]
+        if max(wanted) <= 0:  # every eligible row is excluded
+            return np.full((m, k), -1, dtype=np.int64), np.full((m, k), -np.inf, dtype=np.float32)
+        budget = min(n_eligible, k + max(excluded.count))
+        raw_scores, raw_positions, saturated = first or run(queries, budget, 1)
+        positions, scores, found = excluded.first_eligible(raw_positions, raw_scores, None, k)
+        pending, scale = [i for i in range(m) if found[i] < wanted[i]], 1
+        # An exact search is complete at the first pass; an approximate one may have missed items, so it asks
+        # for more results and searches wider (nprobe, efSearch) until it is exhaustive.
+        while pending and not (budget == n_eligible and saturated):
             budget, scale = min(n_eligible, 2 * budget), 2 * scale
+            rows = np.array(pending)
+            raw_scores, raw_positions, saturated = run(queries[rows], budget, scale)
+            positions[rows], scores[rows], found = excluded.first_eligible(raw_positions, raw_scores, rows, k)
+            pending = [i for i, got in zip(pending, found) if got < wanted[i]]
+        return positions, scores
 
     def add(self, vectors: np.ndarray, ids: Sequence[str]) -> None:
         """Append items with new ids (no retraining of the index); ids already live are refused."""
@@ -274,7 +259,7 @@ class ItemIndex:
         self._positions.update((item_id, len(self._ids) + j) for j, item_id in enumerate(ids))
         self._ids = np.concatenate([self._ids, _object_array(ids)])
         self._removed = np.concatenate([self._removed, np.zeros(len(ids), dtype=bool)])
-        self._refresh_live_rows()
+        self._refresh_search_state()
 
     def remove(self, ids: Sequence[str]) -> np.ndarray:
         """Take items out of every later search; their rows stay (with id None) so positions never shift.
@@ -286,34 +271,12 @@ class ItemIndex:
             del self._positions[self._ids[p]]
             self._ids[p] = None
         self._removed[positions] = True
-        self._refresh_live_rows()
+        self._refresh_search_state()
         return positions
 
     def save(self, folder: str | Path) -> None:
-        """Write index.faiss, ids.json and manifest.json into `folder`, each atomically.
-
-        The manifest goes last and carries both checksums, so a save interrupted half-way is detected by
-        `load` as a checksum mismatch rather than read as a mixed index. It also keeps the search
-        parameters, so a loaded index searches exactly as the saved one did.
-        """
-        folder = Path(folder)
-        with atomic_path(folder / INDEX_FILE) as tmp:
-            faiss.write_index(self._index, str(tmp))
-            index_sha256 = sha256_file(tmp)
-        atomic_write_json(folder / IDS_FILE, self._ids.tolist())
-        manifest = {
-            **self._metadata,
-            "format": FORMAT,
-            "factory": self._factory,
-            "dim": self.dim,
-            "count": len(self),
-            "metric": "inner_product",
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "index_sha256": index_sha256,
-            "ids_sha256": sha256_file(folder / IDS_FILE),
-            _SEARCH_KEY: self.search_params,
-        }
-        atomic_write_json(folder / MANIFEST_FILE, manifest)
+        """Write the index into `folder` (see `index_files.write_index`: atomic files, checksummed manifest)."""
+        write_index(folder, self._index, self._ids, self._metadata, self._factory, self.search_params)
 
     @classmethod
     def load(
@@ -323,50 +286,8 @@ class ItemIndex:
         expect_model_hash: str | None = None,
     ) -> "ItemIndex":
         """Read an index written by `save`, checking checksums, counts, dim and, if given, the model hash."""
-        folder = Path(folder)
-        if not folder.is_dir():
-            raise RetrievalError(f"index folder {folder} does not exist")
-        for name in (MANIFEST_FILE, INDEX_FILE, IDS_FILE):
-            if not (folder / name).is_file():
-                raise RetrievalError(f"index folder {folder} has no {name}")
-        manifest = _read_json(folder / MANIFEST_FILE)
-        if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-            raise RetrievalError(f"{folder / MANIFEST_FILE} is not an index manifest of format {FORMAT}")
-        missing = sorted(_MANIFEST_KEYS - manifest.keys())
-        if missing:
-            raise RetrievalError(f"{folder / MANIFEST_FILE} lacks the keys {missing}")
-        for what, name, key in (("index", INDEX_FILE, "index_sha256"), ("ids", IDS_FILE, "ids_sha256")):
-            if sha256_file(folder / name) != manifest[key]:
-                raise RetrievalError(
-                    f"{what} file {folder / name} is corrupt or truncated "
-                    "(checksum mismatch with the manifest)"
-                )
-        try:
-            index = faiss.read_index(str(folder / INDEX_FILE))
-        except RuntimeError as e:
-            raise RetrievalError(f"index file {folder / INDEX_FILE} cannot be read by FAISS: {e}") from e
-        ids = _read_json(folder / IDS_FILE)
-        if not isinstance(ids, list):
-            raise RetrievalError(f"{folder / IDS_FILE} must hold a JSON list of ids")
-        if not manifest["count"] == index.ntotal == len(ids):
-            raise RetrievalError(
-                f"index in {folder} is inconsistent: manifest count {manifest['count']}, "
-                f"{index.ntotal} vectors, {len(ids)} ids"
-            )
-        if manifest["dim"] != index.d:
-            raise RetrievalError(f"index in {folder} has dim {index.d}, its manifest says {manifest['dim']}")
-        if expect_dim is not None and index.d != expect_dim:
-            raise RetrievalError(f"index in {folder} has dim {index.d}, expected {expect_dim}")
-        metadata = {key: value for key, value in manifest.items() if key not in _RESERVED_KEYS}
-        if expect_model_hash is not None and metadata.get("model_hash") != expect_model_hash:
-            raise RetrievalError(
-                f"index was built by another model (model_hash {metadata.get('model_hash')!r}, "
-                f"expected {expect_model_hash!r}): rebuild it for this model"
-            )
-        search = manifest.get(_SEARCH_KEY) or {}
-        if not isinstance(search, dict):
-            raise RetrievalError(f"{folder / MANIFEST_FILE}: '{_SEARCH_KEY}' must be an object, got {search!r}")
-        return cls(index, ids, metadata, factory=manifest["factory"], search=search)
+        index, ids, metadata, factory, search = read_index(folder, expect_dim, expect_model_hash)
+        return cls(index, ids, metadata, factory=factory, search=search)
 
     def _default_search_params(self) -> dict[str, int]:
         if self._ivf is not None:
@@ -375,10 +296,15 @@ class ItemIndex:
             return {"efSearch": int(self._index.hnsw.efSearch)}
         return {}
 
-    def _refresh_live_rows(self) -> None:
-        """Cache the live-row mask and its FAISS bitmap (None while nothing is removed)."""
+    def _refresh_search_state(self) -> None:
+        """Cache what every unfiltered search reuses: the live-row mask, its FAISS bitmap and selector (None
+        while nothing is removed), and the FAISS parameters of a first, unwidened pass. Built per call, the
+        SWIG objects alone cost more than a one-query IVF search. FAISS only reads them, so concurrent
+        searches share them; `add`, `remove` and `set_search_params` replace them."""
         self._live = ~self._removed if self._removed.any() else None
         self._live_bits = None if self._live is None else np.packbits(self._live, bitorder="little")
+        self._live_selector = None if self._live_bits is None else _bitmap_selector(self._live_bits)
+        self._plain_params = self._search_parameters(self._live_selector, 1, 1)
 
     def _eligible_rows(self, allowed: np.ndarray | None) -> tuple[np.ndarray | None, np.ndarray | None]:
         """The rows a search may return (None: all) and their bitmap for a FAISS ID selector."""
@@ -408,15 +334,15 @@ class ItemIndex:
                 return scores, np.where(local >= 0, rows[np.maximum(local, 0)], -1), True
 
             return exact
-        selector = None
-        if bits is not None:
-            selector = faiss.IDSelectorBitmap(bits.size, faiss.swig_ptr(bits))
-            selector.referenced_objects = [bits]  # the bitmap must outlive the selector
+        selector = self._live_selector if bits is self._live_bits else _bitmap_selector(bits)
         # A graph search that may only return a few rows needs a longer candidate list to find them.
         boost = max(1, len(self) // max(n_eligible, 1))
+        plain = selector is self._live_selector and boost == 1
 
         def approximate(queries: np.ndarray, budget: int, scale: int) -> tuple[np.ndarray, np.ndarray, bool]:
-            params, saturated = self._search_parameters(selector, scale, boost)
+            params, saturated = (
+                self._plain_params if plain and scale == 1 else self._search_parameters(selector, scale, boost)
+            )
             if params is None:
                 scores, positions = self._index.search(queries, budget)
             else:
@@ -436,27 +362,13 @@ class ItemIndex:
         return (None if selector is None else faiss.SearchParameters(sel=selector)), True
 
 
-def _train_and_add(index: "faiss.Index", vectors: np.ndarray, train_size: int | None, seed: int) -> "faiss.Index":
-    sample = vectors
-    if not index.is_trained and train_size is not None and train_size < len(vectors):
-        rows = np.sort(np.random.default_rng(seed).choice(len(vectors), train_size, replace=False))
-        sample = vectors[rows]
-    work = _on_gpus(index)
-    if not work.is_trained:
-        work.train(sample)
-    work.add(vectors)
-    return index if work is index else faiss.index_gpu_to_cpu(work)
-
-
-def _on_gpus(index: "faiss.Index") -> "faiss.Index":
-    """The index moved to every GPU FAISS sees, or the index itself (no GPU, or a kind without a GPU form)."""
-    if faiss.get_num_gpus() == 0 or isinstance(index, faiss.IndexHNSW):
-        return index
-    try:
-        return faiss.index_cpu_to_all_gpus(index)
-    except RuntimeError as e:  # e.g. a PQ code size the GPU kernels lack
-        log.warning("FAISS cannot build %s on the GPU (%s); building on the CPU", type(index).__name__, e)
-        return index
+def _bitmap_selector(bits: np.ndarray | None) -> "faiss.IDSelector | None":
+    """A FAISS selector of the rows whose bit is set in `bits` (None: no selector, every row)."""
+    if bits is None:
+        return None
+    selector = faiss.IDSelectorBitmap(bits.size, faiss.swig_ptr(bits))
+    selector.referenced_objects = [bits]  # the bitmap must outlive the selector
+    return selector
 
 
 def _object_array(ids: list[str | None]) -> np.ndarray:
@@ -476,59 +388,3 @@ def _check_ids(ids: Sequence[str | None], name: str, allow_removed: bool = False
     if repeated:
         raise RetrievalError(f"{name} must be unique; repeated: {repeated[:_SHOWN]}")
     return ids
-
-
-def _check_positions(positions: Any, name: str, n: int) -> np.ndarray:
-    positions = np.asarray(positions)
-    if positions.ndim != 1 or (positions.size and positions.dtype.kind not in "iu"):
-        raise RetrievalError(
-            f"{name} must be a 1-D array of integer row positions, got {positions.dtype} {positions.shape}"
-        )
-    positions = positions.astype(np.int64, copy=False)
-    if positions.size and (positions.min() < 0 or positions.max() >= n):
-        raise RetrievalError(
-            f"{name} must lie in [0, {n}), got values from {positions.min()} to {positions.max()}"
-        )
-    return positions
-
-
-def _exclusion_keys(
-    exclude: Sequence[np.ndarray] | None, m: int, n: int, eligible: np.ndarray | None
-) -> tuple[np.ndarray, np.ndarray]:
-    """Sorted keys row * n + position of the excluded pairs, and the distinct eligible exclusions per row."""
-    if exclude is None:
-        return np.empty(0, dtype=np.int64), np.zeros(m, dtype=np.int64)
-    if len(exclude) != m:
-        raise RetrievalError(f"exclude has {len(exclude)} entries, expected one per query ({m})")
-    arrays = [_check_positions(e, f"exclude[{i}]", n) for i, e in enumerate(exclude)]
-    rows = np.repeat(np.arange(m, dtype=np.int64), [a.size for a in arrays])
-    keys = np.unique(rows * n + np.concatenate(arrays))
-    counted = keys if eligible is None else keys[eligible[keys % n]]
-    return keys, np.bincount(counted // n, minlength=m)
-
-
-def _first_eligible(
-    raw_positions: np.ndarray, raw_scores: np.ndarray, rows: np.ndarray, banned: np.ndarray, n: int, k: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The first k eligible results per row, in their ranked order, padded to k; and how many were found."""
-    if banned.size:
-        eligible = (raw_positions >= 0) & ~np.isin(rows[:, None] * n + raw_positions, banned)
-        order = np.argsort(~eligible, axis=1, kind="stable")[:, :k]
-        raw_positions = np.take_along_axis(raw_positions, order, axis=1)
-        raw_scores = np.take_along_axis(raw_scores, order, axis=1)
-        raw_positions[~np.take_along_axis(eligible, order, axis=1)] = -1
-    # FAISS pads with -1 at the end only, so without exclusions the eligible results are already a prefix.
-    width = min(k, raw_positions.shape[1])  # fewer than k when fewer rows are eligible
-    positions = np.full((len(rows), k), -1, dtype=np.int64)
-    positions[:, :width] = raw_positions[:, :width]
-    scores = np.full((len(rows), k), -np.inf, dtype=np.float32)
-    found = positions >= 0
-    scores[found] = raw_scores[:, :width][found[:, :width]]
-    return positions, scores, found.sum(axis=1)
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise RetrievalError(f"{path} is not valid JSON: {e}") from e

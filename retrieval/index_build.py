@@ -50,6 +50,8 @@ def build_tuned_index(
     plan = plan_index(config.kind, vectors.shape[0], vectors.shape[1], budget)
     fixed = {name: getattr(config, field) for name, field in _TUNED.items() if getattr(config, field) is not None}
     search = {name: fixed.get(name, value) for name, value in plan.search.items()}
+    # FAISS builds in one call with no progress of its own (minutes for HNSW over millions): say what runs.
+    log.info("index %s (%s): building over %d vectors of dim %d", plan.kind, plan.factory, *vectors.shape)
     index = ItemIndex.build(
         vectors, ids, plan.factory, {**(metadata or {}), "kind": plan.kind},
         search=search, train_size=plan.train_size, ef_construction=plan.ef_construction, seed=seed,
@@ -58,13 +60,13 @@ def build_tuned_index(
     sample = queries[np.sort(rng.choice(len(queries), min(len(queries), config.recall_queries), replace=False))]
     k = min(RECALL_K, len(index))
     _, exact = faiss.knn(sample, vectors, k, metric=faiss.METRIC_INNER_PRODUCT)
-    recall = recall_at_k(index, sample, exact)
+    recall = ann_recall_at_k(index, sample, exact)
     limits = index.search_param_limits
     for name in set(search) - set(fixed):
         while recall < config.min_recall and search[name] < limits[name]:
             wider = min(limits[name], 2 * search[name])
             index.set_search_params(**{name: wider})
-            gained = recall_at_k(index, sample, exact) - recall
+            gained = ann_recall_at_k(index, sample, exact) - recall
             if gained < MIN_GAIN:  # the codes, not the search, limit recall now: searching wider only costs
                 index.set_search_params(**{name: search[name]})
                 break
@@ -85,8 +87,9 @@ def build_tuned_index(
     return index
 
 
-def recall_at_k(index: ItemIndex, queries: np.ndarray, exact: np.ndarray) -> float:
-    """Mean share of each query's exact top-k (rows of `exact`) that the index returns in its top-k."""
+def ann_recall_at_k(index: ItemIndex, queries: np.ndarray, exact: np.ndarray) -> float:
+    """Mean share of each query's exact top-k (rows of `exact`) that the index returns in its top-k: how
+    faithful an approximate index is to exact search (not `training.validation.user_recall_at_k`)."""
     found, _ = index.search(queries, exact.shape[1])
     hits = [np.intersect1d(a, b).size for a, b in zip(found, exact)]
     return float(np.mean(hits) / exact.shape[1])

@@ -1,7 +1,8 @@
-"""Offline ranking metrics over top-k lists, vectorised in numpy.
+"""Offline metrics, vectorised in numpy: ranking metrics over top-k lists, and the AUC and log-loss of
+predicted outcome probabilities (behaviour evaluation and the outcome model's choice of kind alike).
 
-One hit matrix (which ranked item is relevant) is computed once and every metric is read off it, so the
-metrics of an evaluation always agree with each other.
+One hit matrix (which ranked item is relevant) is computed once and every ranking metric is read off it,
+so the metrics of an evaluation always agree with each other.
 """
 
 from __future__ import annotations
@@ -11,6 +12,28 @@ from typing import Sequence
 import numpy as np
 
 from tandemrec.retrieval.errors import RetrievalError
+
+EPSILON = 1e-7  # how far log_loss keeps probabilities from 0 and 1
+
+
+def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float | None:
+    """Area under the ROC curve (Mann-Whitney, ties counted half); None when a class is absent."""
+    labels = np.asarray(labels) > 0.5
+    n_pos, n_neg = int(labels.sum()), int((~labels).sum())
+    if n_pos == 0 or n_neg == 0:
+        return None
+    _, inverse, counts = np.unique(np.asarray(scores), return_inverse=True, return_counts=True)
+    ends = np.cumsum(counts)
+    ranks = (ends - (counts - 1) / 2.0)[inverse.reshape(-1)]  # 1-based average ranks
+    return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
+def log_loss(probabilities: np.ndarray, labels: np.ndarray) -> float:
+    """Mean binary cross-entropy of predicted probabilities (clipped off 0 and 1, so one confident miss
+    is costly but finite): the score that prefers calibrated probabilities to merely well-ordered ones."""
+    p = np.clip(np.asarray(probabilities, dtype=np.float64), EPSILON, 1 - EPSILON)
+    y = np.asarray(labels, dtype=np.float64)
+    return float(-(y * np.log(p) + (1 - y) * np.log(1 - p)).mean())
 
 
 def ranks_to_hits(topk: np.ndarray, targets: Sequence[np.ndarray]) -> np.ndarray:

@@ -15,7 +15,7 @@ from tandemrec.data.behaviour_features import (
 )
 from tandemrec.data.dataset import Dataset
 from tandemrec.data.vocabularies import Vocabularies
-from tandemrec.towers.outcome_model import OutcomeModel, has_outcome_model, load_outcome_model
+from tandemrec.towers.outcome_model import OutcomeModel, has_outcome_model
 
 
 class OutcomeRanker:
@@ -37,7 +37,7 @@ class OutcomeRanker:
         towers or other features (EncoderLoadError)."""
         if not has_outcome_model(folder):
             return None
-        model = load_outcome_model(folder, model_hash, FEATURES)
+        model = OutcomeModel.load(folder, model_hash, FEATURES)
         return cls(model, outcome_history(dataset, vocabs, OutcomeLabel(**model.label)))
 
     def probabilities(

@@ -20,7 +20,7 @@ import numpy as np
 import polars as pl
 from safetensors.numpy import load_file, save_file
 
-from tandemrec.data.atomic import atomic_path, atomic_write_json
+from tandemrec.io.atomic import atomic_path, atomic_write_json
 from tandemrec.retrieval.errors import RetrievalError
 from tandemrec.retrieval.recommendations import Recommendations
 

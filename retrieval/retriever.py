@@ -16,51 +16,37 @@ from typing import Any
 import numpy as np
 import polars as pl
 import torch
-from PIL import Image, UnidentifiedImageError
 
-from tandemrec.config import read_run_config
-from tandemrec.data.batch import UserBatch
-from tandemrec.data.content import ItemContent, build_item_content, square_pixels
-from tandemrec.data.dataset import Dataset
+from tandemrec.data.content import ItemContent, build_item_content
 from tandemrec.data.features import EventLog, UserFeatures
-from tandemrec.data.run_folder import RunFolder
 from tandemrec.data.split import SplitConfig, cold_item_indices, split_by
 from tandemrec.data.vocabularies import Vocabularies
 from tandemrec.retrieval import arguments
 from tandemrec.retrieval.catalogue import ItemCatalogue
+from tandemrec.retrieval.content_search import ContentSearch
+from tandemrec.retrieval.described_users import DescribedUsers
 from tandemrec.retrieval.errors import RetrievalError
 from tandemrec.retrieval.filters import ItemFilter
 from tandemrec.retrieval.index import ItemIndex
 from tandemrec.retrieval.profiles import Segments, UserProfile, category_shares, has_segments
+# RERANK_DEPTH*: imported from here by the behaviour evaluation, the rest of the ranking lives in ranking.py
+from tandemrec.retrieval.ranking import RERANK_DEPTH, RERANK_DEPTH_FACTOR, UserRanking  # noqa: F401
 from tandemrec.retrieval.recommendations import Recommendations
-from tandemrec.retrieval.search import (
-    SEARCH_DIR,
-    ProductSearch,
-    QueryScores,
-    SearchWeights,
-    depth_for,
-    load_text_features,
-    personalise,
-    query_users,
-)
+from tandemrec.retrieval.search import SEARCH_DIR, ProductSearch, SearchWeights, load_text_features
 from tandemrec.retrieval.outcome_ranker import OutcomeRanker
-from tandemrec.towers.behaviour_head import BehaviourHead, has_head, load_head
+from tandemrec.run import Run
+from tandemrec.towers.behaviour_head import BehaviourHead, has_head
 from tandemrec.towers.errors import EncoderLoadError
 from tandemrec.towers.inference import embed
-from tandemrec.towers.serialization import TOKENIZER_DIR, load_model, model_hash
-from tandemrec.towers.text_encoder import load_tokenizer, make_tokenize
+from tandemrec.towers.text_encoder import make_tokenize
 from tandemrec.towers.two_tower import TwoTower
 
 USER_BATCH = 1024
 ITEM_BATCH = 256
-# `recommend(..., rerank=...)` re-orders this many candidates (at least), or RERANK_DEPTH_FACTOR * k.
-RERANK_DEPTH = 50
-RERANK_DEPTH_FACTOR = 5
 PROFILE_ITEMS = 50  # nearest items whose categories summarise a user vector in `profile`
-ImageQuery = Image.Image | str | Path
 
 
-class Retriever:
+class Retriever(DescribedUsers, UserRanking, ContentSearch):
     """Index row i holds item vocabulary index i + 1, so histories and seen sets map to rows directly;
     items added later (`add_items`) get the rows after those."""
 
@@ -123,17 +109,18 @@ class Retriever:
         )
 
     @classmethod
-    def load(cls, run_dir: str | Path, device: str | torch.device = "cpu") -> "Retriever":
-        run = RunFolder(arguments.path(run_dir, "run_dir"))
+    def load(cls, run_dir: str | Path | Run, device: str | torch.device = "cpu") -> "Retriever":
+        """The retriever of an indexed run folder; given a job's opened `Run`, its model, vocabularies and
+        dataset are shared, not read again."""
+        run = run_dir if isinstance(run_dir, Run) else Run(arguments.path(run_dir, "run_dir"))
         device = arguments.device(device)
+        paths = run.folder
         if not run.root.is_dir():
             raise RetrievalError(f"run folder '{run.root}' does not exist")
-        for needed in (run.model, run.vocab, run.dataset, run.index):
+        for needed in (paths.model, paths.vocab, paths.dataset, paths.index):
             if not needed.exists():
                 raise RetrievalError(f"run folder '{run.root}' has no {needed.name}/ (train, then index the run)")
-        model = load_model(run.model).to(device)
-        vocabs = Vocabularies.load(run.vocab)
-        dataset = Dataset.load(run.dataset)
+        model, vocabs, dataset, towers = run.model.to(device), run.vocabs, run.dataset, run.model_hash
         log = EventLog.from_frame(dataset.interactions, vocabs.users, vocabs.items)
         features = UserFeatures(
             log,
@@ -141,20 +128,17 @@ class Retriever:
             sorted(vocabs.attributes),
             model.config.user.history_len,
         )
-        index = ItemIndex.load(run.index, expect_dim=model.config.dim, expect_model_hash=model_hash(run.model))
-        tokenizer_dir = run.model / TOKENIZER_DIR
-        tokenizer = load_tokenizer(str(tokenizer_dir)) if tokenizer_dir.is_dir() else None
-        popularity = _training_popularity(run, dataset, vocabs)
-        towers = model_hash(run.model)
+        index = ItemIndex.load(paths.index, expect_dim=model.config.dim, expect_model_hash=towers)
         try:
-            behaviour = load_head(run.behaviour, towers) if has_head(run.behaviour) else None
-            outcome = OutcomeRanker.load(run.behaviour, towers, dataset, vocabs)
+            behaviour = BehaviourHead.from_pretrained(paths.behaviour, towers) if has_head(paths.behaviour) else None
+            outcome = OutcomeRanker.load(paths.behaviour, towers, dataset, vocabs)
         except (EncoderLoadError, FileNotFoundError) as err:
             raise RetrievalError(str(err)) from err
-        segments = Segments.load(run.profiles, towers) if has_segments(run.profiles) else None
+        segments = Segments.load(paths.profiles, towers) if has_segments(paths.profiles) else None
         search = run.root / SEARCH_DIR
         retriever = cls(
-            model, vocabs, features, index, dataset.items, popularity, tokenizer, dataset.root, behaviour, segments,
+            model, vocabs, features, index, dataset.items, _training_popularity(run), run.tokenizer, dataset.root,
+            behaviour, segments,
             load_text_features(search, index.ids), SearchWeights.load(search),
         )
         retriever.outcome = outcome
@@ -234,7 +218,7 @@ class Retriever:
         known = np.array([u in self.vocabs.users for u in user_ids], dtype=bool)
         results: list[Recommendations] = [None] * len(user_ids)  # type: ignore[list-item]
         if known.any():
-            users = self.vocabs.users.encode([u for u, ok in zip(user_ids, known) if ok])
+            users = self.vocabs.users.lookup([u for u, ok in zip(user_ids, known) if ok])
             exclude = self.seen_rows(users) if exclude_seen else None
             found = self._search_users(self.embed_users(users), k, exclude, filter, "model", rerank, users)
             for i, rec in zip(np.flatnonzero(known), found):
@@ -307,89 +291,18 @@ class Retriever:
     def similar_items(self, item_id: str, k: int = 10, filter: ItemFilter | None = None) -> Recommendations:
         """The k items nearest to `item_id` in the index, the item itself left out."""
         self._check_query("item_id", item_id, k, filter)
-        return self.similar_items_batch([item_id], k, filter)[0]
+        return self._similar_items([item_id], k, filter)[0]
 
     def similar_items_batch(
         self, item_ids: Sequence[str], k: int = 10, filter: ItemFilter | None = None
     ) -> list[Recommendations]:
         """`similar_items` for many items in one pass."""
-        item_ids = self._check_query("item_ids", item_ids, k, filter)
+        return self._similar_items(self._check_query("item_ids", item_ids, k, filter), k, filter)
+
+    def _similar_items(self, item_ids: list[str], k: int, item_filter: ItemFilter | None) -> list[Recommendations]:
+        """`similar_items_batch` once its arguments are checked (the one-query form checks its own)."""
         rows, vectors = self.items.vectors_of(item_ids)
-        return self.items.search(vectors, k, [row[None] for row in rows], filter, "item")
-
-    def search(
-        self, text: str, k: int = 10, filter: ItemFilter | None = None, user: str | None = None
-    ) -> Recommendations:
-        """Product search: the k items that best match `text` by meaning (the run's text encoder on the query
-        and on each item's text), by its words (BM25) and, as weighted in RUN/search/weights.json, by the
-        item tower's view of the query (see retrieval/search.py). With `user` (a user id the run knows) the
-        query's best candidates are re-ordered by the user's vector; `filter` applies either way."""
-        self._check_query("text", text, k, filter)
-        return self.search_batch([text], k, filter, None if user is None else [user])[0]
-
-    def search_batch(
-        self,
-        texts: Sequence[str],
-        k: int = 10,
-        filter: ItemFilter | None = None,
-        users: Sequence[str] | None = None,
-    ) -> list[Recommendations]:
-        """`search` for many texts; `users` (one user id per text) personalises each."""
-        self._check_query("texts", texts, k, filter)
-        search = self._product_search()
-        user_vectors = None if users is None else self.user_vectors(query_users(users, len(texts)))
-        mixed = self.text_scores(texts, bool(search.weights.collaborative)).mix(search.weights)
-        depth = k if user_vectors is None else depth_for(k, len(self.items))
-        found = [self.items.rank(row, depth, None, filter, "text") for row in mixed]
-        if user_vectors is None:
-            return found
-        return [personalise(self.items, f, v, search.weights.personal, k) for f, v in zip(found, user_vectors)]
-
-    def text_scores(self, texts: Sequence[str], collaborative: bool = True) -> QueryScores:
-        """The parts of the search score of each text over every index row (meaning, BM25 and, when asked,
-        the item tower's text path), before they are mixed: for choosing the weights without re-encoding."""
-        search = self._product_search()
-        vectors = None
-        if collaborative:
-            input_ids, attention_mask = search.tokenize(list(texts), search.max_length)
-            present = torch.ones(len(texts), dtype=torch.bool)
-            content = _query_content(len(texts), input_ids=input_ids, attention_mask=attention_mask, has_text=present)
-            vectors = self._embed_items(content) @ self.index.vectors(np.arange(len(self.index))).T
-        return search.covering(self.index.ids, self.catalogue).scores(search.encode(texts), texts, vectors)
-
-    def _product_search(self) -> ProductSearch:
-        if self.product_search is None:
-            raise RetrievalError("this run's model has no text encoder (or no model/tokenizer/): no text search")
-        return self.product_search
-
-    def search_image(
-        self, image: ImageQuery, k: int = 10, filter: ItemFilter | None = None, user: str | None = None
-    ) -> Recommendations:
-        """The items nearest to a picture (a PIL image or a file path) embedded from the image alone; with
-        `user`, the picture's best candidates re-ordered by the user's vector (as in `search`)."""
-        self._check_query("image", image, k, filter)
-        return self.search_image_batch([image], k, filter, None if user is None else [user])[0]
-
-    def search_image_batch(
-        self,
-        images: Sequence[ImageQuery],
-        k: int = 10,
-        filter: ItemFilter | None = None,
-        users: Sequence[str] | None = None,
-    ) -> list[Recommendations]:
-        """`search_image` for many images; `users` (one user id per image) personalises each."""
-        self._check_query("images", images, k, filter)
-        encoder = self.model.item_tower.image
-        if encoder is None:
-            raise RetrievalError("this run's model has no image encoder: no image search")
-        pixels = torch.stack([square_pixels(_open_image(image), encoder.image_size) for image in images])
-        content = _query_content(len(images), pixels=pixels, has_image=torch.ones(len(images), dtype=torch.bool))
-        user_vectors = None if users is None else self.user_vectors(query_users(users, len(images)))
-        if user_vectors is None:
-            return self.items.search(self._embed_items(content), k, None, filter, "image")
-        personal = self.product_search.weights.personal if self.product_search else SearchWeights().personal
-        found = self.items.search(self._embed_items(content), depth_for(k, len(self.items)), None, filter, "image")
-        return [personalise(self.items, f, v, personal, k) for f, v in zip(found, user_vectors)]
+        return self.items.search(vectors, k, [row[None] for row in rows], item_filter, "item")
 
     def search_vectors(
         self, vectors: np.ndarray, k: int = 10, filter: ItemFilter | None = None
@@ -404,7 +317,8 @@ class Retriever:
         `items` follows the items table (item_id, title, and optionally text, category, image: a path
         relative to `image_root`, or as given when None; a missing optional column counts as all null, e.g.
         no category: the unknown category). The ids are new to the model (embedding row 0, masked), so the
-        vectors come from content alone: the cold-start path. The items are searchable at once; they live in
+        vectors come from content alone, moved as the model places new items (training/new_items.py): the
+        cold-start path. The items are searchable at once; they live in
         memory (`retriever.index.save(folder)` keeps them). Returns the ids added.
         """
         items = arguments.item_table(items)
@@ -422,7 +336,8 @@ class Retriever:
             text.max_length if text else 0,
             tower.image.image_size if tower.image is not None else None,
         )
-        vectors = self._embed_items(content)
+        every = torch.ones(len(ids), dtype=torch.bool)
+        vectors = tower.place_new_items(torch.from_numpy(self._embed_items(content)), every).numpy()
         with self._lock:  # one add at a time, so that the index and the items table stay in step
             self.items.add(vectors, ids, category.to_list())
             self._category_of.update(zip(ids, category.to_list()))
@@ -438,110 +353,6 @@ class Retriever:
         users, times = arguments.user_times(users, times, len(self.vocabs.users))
         return [np.unique(items) - 1 for items in self.features.log.items_before(users, times)]
 
-    def _user_index(self, user_ids: Sequence[str]) -> np.ndarray:
-        unknown = [u for u in user_ids if u not in self.vocabs.users]
-        if unknown:
-            raise RetrievalError(f"unknown user id(s) {unknown[:5]} ({len(unknown)} in all): not in this run's data")
-        return self.vocabs.users.encode(list(user_ids))
-
-    def _given_features(
-        self, user_id: str | None, history: Sequence[str] | None, attributes: Mapping[str, str]
-    ) -> tuple[int, np.ndarray, UserBatch | None]:
-        """(user index, 0 when unknown; index rows of the given history; the user batch, or None when
-        nothing usable is known: an unknown user with no history and no known attribute value)."""
-        user = int(self.vocabs.users.encode([user_id])[0]) if user_id in self.vocabs.users else 0
-        try:
-            rows = self.items.positions(list(history)) if history else np.zeros(0, dtype=np.int64)
-        except RetrievalError as err:
-            raise RetrievalError(f"history: {err}") from err
-        if history is None and user:
-            lo, hi = self.features.log.before(np.array([user]), None, self.features.history_len)
-            bag = self.features.log.item[lo[0] : hi[0]]
-        else:  # items added after training have no row in the user tower's history table
-            bag = rows[rows < len(self.vocabs.items) - 1] + 1
-        attrs = self._attribute_row(user, attributes)
-        if user == 0 and bag.size == 0 and not attrs.any():
-            return user, rows, None
-        return user, rows, self.features.batch_from(np.array([user]), [bag], attrs[None, :])
-
-    def _user_vector(
-        self, user_id: str | None, history: Sequence[str] | None, attributes: Mapping[str, str] | None, verb: str
-    ) -> tuple[np.ndarray, int, np.ndarray, str]:
-        """(vector (1, dim), user index, given history rows, source) of a user known to the run or described
-        by features given at call time; RetrievalError for a user the model cannot embed."""
-        if history is None and attributes is None:
-            if user_id is None:
-                raise RetrievalError(f"{verb} needs a user_id, or history / attributes given at call time")
-            users = self._user_index([user_id])
-            return self.embed_users(users), int(users[0]), np.zeros(0, dtype=np.int64), "model"
-        user, rows, batch = self._given_features(user_id, history, attributes or {})
-        if batch is None:
-            raise RetrievalError(
-                f"{verb}: user {user_id!r} is not in this run's data and neither a history nor a known attribute "
-                "value was given: nothing to embed the user from"
-            )
-        return self._embed_batch(batch), user, rows, "features"
-
-    def _embed_batch(self, batch: UserBatch) -> np.ndarray:
-        with self._lock:
-            return embed(self.model.user_tower, [batch], self.device).numpy()
-
-    def _search_users(
-        self,
-        vectors: np.ndarray,
-        k: int,
-        exclude: Sequence[np.ndarray] | None,
-        item_filter: ItemFilter | None,
-        source: str,
-        rerank: str | None,
-        users: np.ndarray | None = None,
-    ) -> list[Recommendations]:
-        """Top-k per user vector; with `rerank`, the k most likely to get that event among deeper candidates:
-        by the outcome model when it predicts `rerank` (its features need `users`, vocabulary indices, 0 for
-        a user described at call time), else by the head."""
-        if rerank is None:
-            return self.items.search(vectors, k, exclude, item_filter, source)
-        depth = min(len(self.items), max(RERANK_DEPTH, RERANK_DEPTH_FACTOR * k))
-        found = self.items.search(vectors, depth, exclude, item_filter, source)
-        users = np.zeros(len(vectors), dtype=np.int64) if users is None else np.asarray(users, dtype=np.int64)
-        filled = [i for i, candidates in enumerate(found) if candidates.ids]
-        p = self._rerank_probabilities(rerank, vectors[filled], users[filled], [found[i].ids for i in filled])
-        results = list(found)
-        for i, scores in zip(filled, p):
-            order = np.argsort(-scores, kind="stable")[:k]
-            ids = found[i].ids
-            results[i] = Recommendations([ids[j] for j in order], scores[order].astype(np.float32), source)
-        return results
-
-    def _rerank_probabilities(
-        self, rerank: str, vectors: np.ndarray, users: np.ndarray, ids: list[list[str]]
-    ) -> list[np.ndarray]:
-        """P(`rerank`) of each user (index `users[i]`, 0: described at call time; vector `vectors[i]`) with
-        each of their items `ids[i]`, in one pass: the outcome model's when it predicts `rerank` (chosen on
-        validation, calibrated; its history features cost one scan of the log per call), else the head's."""
-        found = [self.items.vectors_of(row_ids) for row_ids in ids]
-        sizes = [len(rows) for rows, _ in found]
-        if not sizes:
-            return []
-        rows = np.concatenate([r for r, _ in found])
-        user_vectors = np.repeat(vectors, sizes, axis=0)
-        with self._lock:
-            if self.outcome is not None and rerank == self.outcome.outcome:
-                catalogue = self.index.vectors(np.arange(len(self.index)))
-                p = self.outcome.probabilities(np.repeat(users, sizes), user_vectors, rows, catalogue)[0]
-            else:
-                item_vectors = np.concatenate([v for _, v in found])
-                p = self.behaviour.probabilities(user_vectors, item_vectors)[:, self.behaviour.outputs.index(rerank)]
-        return np.split(p, np.cumsum(sizes)[:-1])
-
-    def require_behaviour(self, argument: str) -> BehaviourHead:
-        """The run's behaviour head; RetrievalError naming `argument` when the run has none."""
-        if self.behaviour is None:
-            raise RetrievalError(
-                f"{argument}: this run has no behaviour head (RUN/behaviour/); train one with `tandemrec behaviour RUN`"
-            )
-        return self.behaviour
-
     def _check_query(self, name: str, value: object, k: object, item_filter: object) -> Any:
         """The arguments every query form shares, checked before any work so that the first wrong one is
         named: the query argument called `name` (ids, texts, images or vectors, see `arguments.query`), k
@@ -551,59 +362,16 @@ class Retriever:
         arguments.item_filter(item_filter)
         return checked
 
-    def _check_ranking(self, k: object, exclude_seen: object, item_filter: object, rerank: object) -> bool:
-        """The ranking options of `recommend` and `recommend_batch`; returns `exclude_seen` as a bool."""
-        arguments.check_k(k, len(self.items))
-        exclude_seen = arguments.flag(exclude_seen, "exclude_seen")
-        arguments.item_filter(item_filter)
-        rerank = arguments.optional_name(rerank, "rerank")
-        outcome = [] if self.outcome is None else [self.outcome.outcome]
-        if rerank is not None and rerank not in self.require_behaviour("rerank").outputs + outcome:
-            raise RetrievalError(
-                f"rerank: unknown event type {rerank!r}; this run's head predicts {self.behaviour.outputs}"
-            )
-        return exclude_seen
-
-    def _attribute_row(self, user: int, attributes: Mapping[str, str]) -> np.ndarray:
-        """The user's stored attribute indices with the given ones replaced (unknown values: index 0)."""
-        names = self.features.attribute_names
-        unknown = sorted(set(attributes) - set(names))
-        if unknown:
-            raise RetrievalError(f"attributes: unknown names {unknown}; this run's user attributes are {names}")
-        row = self.features.attributes[user].copy()
-        for col, name in enumerate(names):
-            if name in attributes:
-                row[col] = self.vocabs.attributes[name].encode([str(attributes[name])], unknown="zero")[0]
-        return row
-
     def _embed_items(self, content: ItemContent) -> np.ndarray:
         with self._lock:
             return embed(self.model.item_tower, content.batches(ITEM_BATCH), self.device).numpy()
 
 
-def _query_content(n: int, **modalities: torch.Tensor) -> ItemContent:
-    """Content of n queries that are not catalogue items: unknown id and category, only the given modality."""
-    zeros = torch.zeros(n, dtype=torch.int64)
-    return ItemContent(item_index=zeros, category=zeros, **modalities)
-
-
-def _open_image(image: ImageQuery) -> Image.Image:
-    """An image query (checked by `arguments.image`) as a PIL image; a file may still vanish or be junk."""
-    if isinstance(image, Image.Image):
-        return image
-    try:
-        with Image.open(image) as img:
-            return img.convert("RGB")
-    except FileNotFoundError as err:
-        raise RetrievalError(f"image file '{image}' does not exist") from err
-    except (UnidentifiedImageError, OSError) as err:
-        raise RetrievalError(f"image file '{image}' is not a readable image: {err}") from err
-
-
-def _training_popularity(run: RunFolder, dataset: Dataset, vocabs: Vocabularies) -> np.ndarray:
+def _training_popularity(run: Run) -> np.ndarray:
     """Each run item's share of the training events (the split the model was trained on), by index row."""
-    split = read_run_config(run.config).data.split if run.config.is_file() else SplitConfig()
-    train = split_by(dataset.interactions, split).train
+    vocabs = run.vocabs
+    split = run.config.data.split if run.folder.config.is_file() else SplitConfig()
+    train = split_by(run.dataset.interactions, split).train
     counts = np.bincount(vocabs.items.encode(train["item_id"], unknown="zero"), minlength=len(vocabs.items))
     counts[cold_item_indices(len(vocabs.items) - 1, split.cold_items, split.seed)] = 0  # kept out of training
     counts = counts[1:]

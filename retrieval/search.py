@@ -35,8 +35,8 @@ import numpy as np
 import polars as pl
 import torch
 
-from tandemrec.data.atomic import atomic_path, atomic_write_json
 from tandemrec.data.content import item_texts
+from tandemrec.io.atomic import atomic_path, atomic_write_json
 from tandemrec.retrieval.catalogue import ItemCatalogue
 from tandemrec.retrieval.errors import RetrievalError
 from tandemrec.retrieval.lexical import LexicalIndex

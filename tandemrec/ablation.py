@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tandemrec.config import RunConfig, load_config
-from tandemrec.data.atomic import atomic_write_json, atomic_write_text
-from tandemrec.data.run_folder import RunFolder
+from tandemrec.io.atomic import atomic_write_json, atomic_write_text
 from tandemrec.errors import ArgumentError
+from tandemrec.io.run_folder import RunFolder
 from tandemrec.jobs import build_index, evaluate_run, train
 from tandemrec.plots import grouped_bars
 from tandemrec.seed_stats import UNTESTED, Stat, cell as _cell, difference, fmt as _fmt, stat_of
@@ -37,7 +37,8 @@ VARIANT_SETS: dict[str, list[Variant]] = {
         Variant("image_random", ["model.item.image.random_init=true"]),
         Variant("no_image", ["model.item.image=false"]),
         Variant("text_random", ["model.item.text.pretrained=false"]),
-        Variant("no_cold_training", ["model.item.id_dropout=0.0", "train.content_loss_weight=0.0"]),
+        Variant("content_only_new_items", ["train.new_item_exposure=0.0"]),  # new items left unplaced
+        Variant("content_loss", ["train.content_loss_weight=3.0", "train.new_item_exposure=0.0"]),  # the previous default
     ],
     # Transfer learning from the source domain to the target domain.
     "transfer": [

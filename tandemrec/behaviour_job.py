@@ -18,34 +18,33 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import asdict
-from pathlib import Path
 
 import numpy as np
 import polars as pl
 
 from tandemrec.config import RunConfig
-from tandemrec.data.atomic import atomic_path, atomic_write_json
-from tandemrec.data.behaviour import BehaviourPairs, state_vectors, with_negatives
 from tandemrec.data.behaviour_features import (
     FEATURES, OUTCOME, TIME, FeatureSettings, OutcomeLabel, feature_matrix, outcome_history, pair_features,
     settings_from,
 )
+from tandemrec.data.behaviour_pairs import BehaviourPairs, state_vectors, with_negatives
 from tandemrec.data.dataset import Dataset
 from tandemrec.data.domains import TARGET
 from tandemrec.data.encoded import PART
 from tandemrec.data.errors import DataError
 from tandemrec.data.examples import EvalQueries
+from tandemrec.io.atomic import atomic_path, atomic_write_json
 from tandemrec.plots import reliability_plot
-from tandemrec.retrieval.behaviour import roc_auc
 from tandemrec.retrieval.calibration import expected_calibration_error, reliability
 from tandemrec.retrieval.errors import RetrievalError
 from tandemrec.retrieval.evaluate import unseen_targets
-from tandemrec.retrieval.metrics import ranking_metrics
+from tandemrec.retrieval.metrics import log_loss, ranking_metrics, roc_auc
 from tandemrec.retrieval.retriever import RERANK_DEPTH, Retriever
+from tandemrec.run import Run
 from tandemrec.towers.outcome_model import OutcomeModel
 from tandemrec.training.behaviour_config import BehaviourConfig
-from tandemrec.training.behaviour_models import (
-    available_kinds, bias_baseline, choose_scorer, fit_scorer, log_loss, user_halves,
+from tandemrec.training.outcome_model_fit import (
+    available_kinds, bias_baseline, choose_scorer, fit_scorer, user_halves,
 )
 
 log = logging.getLogger(__name__)
@@ -186,13 +185,12 @@ def _sampled(
                          OUTCOME: 0.0, INTERACTED: 0.0})
 
 
-def fit_outcome_model(
-    run_root: Path, retriever: Retriever, config: RunConfig, behaviour: BehaviourConfig, dataset: Dataset,
-    model_hash: str, queries: EvalQueries,
-) -> OutcomeModel | None:
-    """Fit, choose and calibrate the outcome model on a run, measure it on the test part, and save the
-    model, the pairs with their features and the evaluation in RUN/behaviour/, the reliability plot in
-    RUN/plots/. None (and nothing written) when the run has nothing conditional to predict."""
+def fit_outcome_model(run: Run, retriever: Retriever, behaviour: BehaviourConfig) -> OutcomeModel | None:
+    """Fit, choose and calibrate the outcome model on a run (`retriever`: the run's, whose candidates it
+    learns to rerank), measure it on the test part, and save the model, the pairs with their features and
+    the evaluation in RUN/behaviour/, the reliability plot in RUN/plots/. None (and nothing written) when
+    the run has nothing conditional to predict."""
+    config, dataset, queries = run.config, run.dataset, run.data.test
     label = outcome_label(config, event_types_rarest_first(dataset), behaviour.outcome)
     if label is None:
         log.info("behaviour: one event type and no target domain: no outcome model")
@@ -218,13 +216,13 @@ def fit_outcome_model(
             behaviour.seed, kinds,
         )
     model = OutcomeModel(
-        label.name, asdict(label), list(FEATURES), asdict(settings), model_hash, chosen["conditional"],
+        label.name, asdict(label), list(FEATURES), asdict(settings), run.model_hash, chosen["conditional"],
         chosen["relevance"],
         {"valid_log_loss": losses,
          "train_rows": {task: len(tasks["train", task][1]) for task in ("conditional", "relevance")},
          "seconds": round(time.perf_counter() - start, 1)},
     )
-    folder = run_root / "behaviour"
+    folder = run.folder.behaviour
     model.save(folder)
     with atomic_path(folder / PAIRS_FILE) as tmp:
         pairs.write_parquet(tmp)
@@ -232,7 +230,7 @@ def fit_outcome_model(
     evaluation["summary"] = model.summary
     atomic_write_json(folder / EVALUATION, evaluation)
     reliability_plot(evaluation["conditional"][CHOSEN]["reliability"], f"P({label.name} | interaction), test pairs",
-                     run_root / "plots" / "calibration.png")
+                     run.folder.plots / "calibration.png")
     log.info("outcome model %s: conditional %s, relevance %s (%.1f s)", label.name, model.conditional.kind,
              model.relevance.kind, model.summary["seconds"])
     return model

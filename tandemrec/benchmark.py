@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tandemrec.config import RunConfig, load_config
-from tandemrec.data.atomic import atomic_write_json, atomic_write_text
-from tandemrec.data.run_folder import RunFolder
+from tandemrec.io.atomic import atomic_write_json, atomic_write_text
 from tandemrec.errors import ArgumentError
+from tandemrec.io.run_folder import RunFolder
 from tandemrec.jobs import build_index, evaluate_run, load_dataset, train
 from tandemrec.plots import grouped_bars
 from tandemrec.seed_stats import Stat, cell, difference, stat_of

@@ -1,6 +1,6 @@
 """The run config: one TOML file with [data], [model], [train] and [eval]; any key overridable.
 
-Every value is checked once, when its section's dataclass is built (see towers/config.py: `setting`),
+Every value is checked once, when its section's dataclass is built (see tandemrec/config_schema.py: `setting`),
 so a file, a `--set` override and a Python caller get the same `ConfigError`, naming the key path.
 """
 from __future__ import annotations
@@ -12,17 +12,16 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from tandemrec.config_schema import check_fields, from_dict, setting, to_dict
 from tandemrec.data.domains import DomainConfig
-from tandemrec.data.readers import READERS
 from tandemrec.data.split import SplitConfig
 from tandemrec.data.synthetic import SyntheticShopConfig
 from tandemrec.errors import ConfigError, MissingFileError
 from tandemrec.retrieval.config import IndexConfig
-from tandemrec.towers.config import TwoTowerConfig, check_fields, from_dict, setting, to_dict
+from tandemrec.sources import SOURCES
+from tandemrec.towers.config import TwoTowerConfig
 from tandemrec.training.behaviour_config import BehaviourConfig
 from tandemrec.training.config import TrainConfig
-
-SOURCES = ("synthetic", "dataset", *READERS)
 
 
 @dataclass

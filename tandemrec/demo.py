@@ -1,7 +1,9 @@
 """`tandemrec demo`: the whole path in one go, with a table a person can read at the end."""
 from __future__ import annotations
 
+import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from tandemrec.config import RunConfig
@@ -9,6 +11,7 @@ from tandemrec.jobs import build_index, evaluate_run, train
 from tandemrec.retrieval.retriever import Retriever
 from tandemrec.run_lock import clear_run, writes_run
 
+log = logging.getLogger(__name__)
 
 SYSTEMS = ("tandemrec", "popularity", "item_knn", "ease", "content_knn", "random")
 _NAMES = ("tandemrec", "popularity", "item-kNN", "EASE", "content-kNN", "random")
@@ -77,27 +80,36 @@ def _row(name: str, values: list[float | None], ratio: bool = True) -> str:
     return f"  {name:<24}{cells}{quotient:>8}"
 
 
+def _log_text(text: str) -> None:
+    log.info("%s", text.strip("\n"))
+
+
 @writes_run
-def run_demo(config: RunConfig, run_dir: Path) -> dict:
-    """Train, export, index and evaluate into a fresh run folder; print metrics and examples."""
+def run_demo(
+    config: RunConfig, run_dir: Path, show: Callable[[str], None] = _log_text, progress: bool = True
+) -> dict:
+    """Train, export, index and evaluate into a fresh run folder; its metrics, with the seconds it took.
+
+    The report (the training outcome, the metrics table, example recommendations, the run folder) goes to
+    `show` one block at a time, as each is ready: logged at INFO by default, printed by `tandemrec demo`.
+    `progress` shows the bars of training and embedding."""
     start = time.perf_counter()
     clear_run(run_dir)
-    result = train(config, run_dir)
-    print(f"trained {result.epochs_run} epochs, best epoch {result.best_epoch} "
-          f"(validation recall@{config.train.eval_k} {result.best_recall:.4f})")
-    build_index(run_dir)
+    result = train(config, run_dir, progress=progress)
+    show(f"trained {result.epochs_run} epochs, best epoch {result.best_epoch} "
+         f"(validation recall@{config.train.eval_k} {result.best_recall:.4f})")
+    build_index(run_dir, progress=progress)
     metrics = evaluate_run(run_dir)
-    print()
-    print(metrics_table(metrics))
+    show("\n" + metrics_table(metrics))
     retriever = Retriever.load(run_dir)
     titles = dict(zip(retriever.catalogue["item_id"].to_list(), retriever.catalogue["title"].to_list()))
     users = retriever.vocabs.users.ids[1 : 1 + config.eval.examples]
     for user, recs in zip(users, retriever.recommend_batch(users, k=5)):
         history = retriever.features.log.items_before(retriever.vocabs.users.encode([user]), None)[0][-3:]
-        print(f"\nuser {user}: recently {[titles[i] for i in retriever.vocabs.items.decode(history)]}")
-        for item, score in zip(recs.ids, recs.scores):
-            print(f"  {score:+.3f}  {titles[item]}")
+        lines = [f"\nuser {user}: recently {[titles[i] for i in retriever.vocabs.items.decode(history)]}"]
+        lines += [f"  {score:+.3f}  {titles[item]}" for item, score in zip(recs.ids, recs.scores)]
+        show("\n".join(lines))
     seconds = time.perf_counter() - start
-    print(f"\nrun folder: {run_dir} ({seconds:.0f} s in all)")
+    show(f"\nrun folder: {run_dir} ({seconds:.0f} s in all)")
     metrics["seconds"] = seconds
     return metrics

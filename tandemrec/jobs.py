@@ -1,7 +1,7 @@
 """The jobs behind the CLI verbs: train a run, export and index it, evaluate it.
 
-Each job reads and writes one run folder (see `tandemrec.data.run_folder.RunFolder`), so the verbs
-can run one after another or alone on an existing run.
+Each job reads and writes one run folder, opened once as a `tandemrec.run.Run` (its paths:
+`tandemrec.io.run_folder.RunFolder`), so the verbs can run one after another or alone on an existing run.
 """
 from __future__ import annotations
 
@@ -13,29 +13,30 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tandemrec.config import DataConfig, RunConfig, read_run_config
+from tandemrec.config import DataConfig, RunConfig
 from tandemrec.behaviour_job import fit_outcome_model
-from tandemrec.data.atomic import atomic_write_json
-from tandemrec.data.behaviour import BehaviourSplit, behaviour_events, behaviour_outputs, behaviour_split
+from tandemrec.config_schema import to_dict
+from tandemrec.data.behaviour_pairs import BehaviourSplit, behaviour_events, behaviour_outputs, behaviour_split
 from tandemrec.data.content import ItemContent
-from tandemrec.data.content_cache import tokenizer_fingerprint
 from tandemrec.data.dataset import Dataset
 from tandemrec.data.errors import DataError
 from tandemrec.data.features import EventLog
 from tandemrec.data.given_split import read_given
 from tandemrec.data.readers import READERS, read
-from tandemrec.data.prepared import PreparedData, prepare
-from tandemrec.data.run_folder import RunFolder
+from tandemrec.data.prepared import PreparedData
+from tandemrec.io.atomic import atomic_write_json
 from tandemrec.data.synthetic import SyntheticShopConfig, make_synthetic_shop
 from tandemrec.data.validate import validate
 from tandemrec.data.vocabularies import Vocabularies
+from tandemrec.io.run_folder import RunFolder
+from tandemrec.retrieval.behaviour_eval import evaluate_behaviour, top_k_mean, top_k_propensity
+from tandemrec.run import Run, item_content
 from tandemrec.errors import ArgumentError, MissingFileError
 from tandemrec.plots import grouped_bars
 from tandemrec.retrieval.baseline_split import split_baselines
-from tandemrec.retrieval.behaviour import evaluate_behaviour, top_k_mean, top_k_propensity
 from tandemrec.retrieval.outcome_ranker import OutcomeRanker
 from tandemrec.retrieval.cold_start import cold_rows
-from tandemrec.retrieval.embeddings import export_embeddings
+from tandemrec.retrieval.embeddings import check_formats, export_embeddings
 from tandemrec.retrieval.evaluate import evaluate
 from tandemrec.retrieval.config import IndexConfig
 from tandemrec.retrieval.index import ItemIndex
@@ -43,18 +44,18 @@ from tandemrec.retrieval.index_build import build_tuned_index
 from tandemrec.retrieval.profiles import Segments, has_segments
 from tandemrec.retrieval.retriever import Retriever
 from tandemrec.run_lock import writes_run
-from tandemrec.towers.behaviour_head import BehaviourHead, has_head, load_head, save_head
+from tandemrec.towers.behaviour_head import BehaviourHead, has_head
 from tandemrec.towers.outcome_model import OUTCOME_MODEL
-from tandemrec.towers.config import Cardinalities, to_dict
+from tandemrec.towers.config import Cardinalities
 from tandemrec.towers.inference import embed
-from tandemrec.towers.serialization import TOKENIZER_DIR, load_model, model_hash
-from tandemrec.towers.text_encoder import load_tokenizer, make_tokenize
+from tandemrec.towers.text_encoder import load_tokenizer
 from tandemrec.towers.two_tower import TwoTower
 from tandemrec.training import distributed
+from tandemrec.training.behaviour_head_fit import fit_behaviour_head
 from tandemrec.training.checkpoint import CheckpointError, Checkpoints
-from tandemrec.training.behaviour import fit_behaviour_head
 from tandemrec.training.behaviour_config import BehaviourConfig
 from tandemrec.training.init_from import init_from
+from tandemrec.training.new_items import place_new_items
 from tandemrec.training.frozen_features import cache_frozen_backbones
 from tandemrec.training.trainer import Trainer, TrainResult
 
@@ -94,19 +95,6 @@ def _existing(path: str | None, what: str) -> Path:
     return Path(path)
 
 
-def item_content(model: TwoTower, data: PreparedData, tokenizer, progress: bool = False) -> ItemContent:
-    """Tokens and pixels of the catalogue in the form this model's encoders take."""
-    tower = model.item_tower
-    text = model.config.item.text
-    return data.content(
-        make_tokenize(tokenizer) if tokenizer is not None else None,
-        text.max_length if text else 0,
-        tower.image.image_size if tower.image is not None else None,
-        progress,
-        tokenizer_key=tokenizer_fingerprint(tokenizer) if tokenizer is not None else None,
-    )
-
-
 @writes_run
 def train(config: RunConfig, run_dir: str | Path, progress: bool = True, resume: bool = False) -> TrainResult:
     """Prepare the data, build the towers and train; writes config, vocabularies, dataset and model.
@@ -115,22 +103,22 @@ def train(config: RunConfig, run_dir: str | Path, progress: bool = True, resume:
     `resume` continues from the run's latest checkpoint, which must have been made with the same
     settings: that is checked before anything in the run is written.
     """
-    run = RunFolder(Path(run_dir))
+    run = Run(run_dir, config)
     env = distributed.init(config.train.device)
     try:
         if resume:
-            _check_resumable(config, run)
+            _check_resumable(config, run.folder)
         elif env.rank == 0:
             run.root.mkdir(parents=True, exist_ok=True)
             # The run's own copy of the dataset is what everything reads, so that its content cache (decoded
             # pixels, token ids) lives in the run and serves index and evaluate too.
-            load_dataset(config.data, run).save(run.dataset)
+            load_dataset(config.data, run.folder).save(run.folder.dataset)
         torch.distributed.barrier()
-        data = prepare(Dataset.load(run.dataset), config.data.split, config.model.user.history_len, config.data.domains)
+        data = run.data
         resolved = sized(config, data.vocabs)
         if env.rank == 0 and not resume:
-            atomic_write_json(run.config, to_dict(resolved))
-            data.vocabs.save(run.vocab)
+            atomic_write_json(run.folder.config, to_dict(resolved))
+            data.vocabs.save(run.folder.vocab)
         torch.manual_seed(config.train.seed)  # the same initial model on every rank, and on every run
         model = TwoTower(resolved.model)
         if config.train.init_from and not resume:
@@ -138,11 +126,13 @@ def train(config: RunConfig, run_dir: str | Path, progress: bool = True, resume:
         tokenizer = load_tokenizer(resolved.model.item.text.name_or_path) if resolved.model.item.text else None
         content = item_content(model, data, tokenizer, progress and env.rank == 0)
         trainer = Trainer(
-            model, data, content, config.train, run, tokenizer, progress, fingerprint(config), resume=resume
+            model, data, content, config.train, run.folder, tokenizer, progress, fingerprint(config), resume=resume
         )
         result = trainer.fit()
+        if env.rank == 0:  # before anything reads the saved model: placing new items changes its hash
+            log.info(place_new_items(run.folder.model, content, data, config.train.new_item_exposure).summary())
         if config.behaviour.enabled and env.rank == 0:
-            fit_run_behaviour(run, resolved, config.behaviour, data, content)
+            fit_run_behaviour(run, config.behaviour, content)
         return result
     finally:
         distributed.shutdown(env)
@@ -181,11 +171,6 @@ def _check_resumable(config: RunConfig, run: RunFolder) -> None:
     checkpoints.check(latest)
 
 
-def run_tokenizer(run: RunFolder):
-    folder = run.model / TOKENIZER_DIR
-    return load_tokenizer(str(folder)) if folder.exists() else None
-
-
 @dataclasses.dataclass
 class RunEmbeddings:
     """Item and user vectors computed by a run's saved model, in vocabulary order (index 0 left out)."""
@@ -197,25 +182,25 @@ class RunEmbeddings:
     model_hash: str
 
 
-def embed_run(run_dir: str | Path, batch_size: int = 256) -> RunEmbeddings:
-    """Embed the catalogue (from its content) and every user (all their events) with the run's model."""
-    run = RunFolder(Path(run_dir))
-    config = read_run_config(run.config)
-    model = load_model(run.model)
-    data = prepare(Dataset.load(run.dataset), config.data.split, model.config.user.history_len, config.data.domains)
-    items = embed_items(model, item_content(model, data, run_tokenizer(run)), batch_size)
+def embed_run(run: Run, batch_size: int = 256, progress: bool = False) -> RunEmbeddings:
+    """Embed the catalogue (from its content) and every user (all their events) with the run's model;
+    `progress` shows a bar for each."""
+    model, data = run.model, run.data
+    items = embed_items(model, run.content, batch_size, progress)
     users = np.arange(1, len(data.vocabs.users))
-    user_vectors = embed(model.user_tower, data.features.batches(users, None, batch_size), torch.device("cpu")).numpy()
-    return RunEmbeddings(
-        data.vocabs.items.ids[1:], items, data.vocabs.users.ids[1:], user_vectors, model_hash(run.model)
-    )
+    batches = data.features.batches(users, None, batch_size)
+    user_vectors = embed(model.user_tower, batches, torch.device("cpu"), progress, len(users), "users").numpy()
+    return RunEmbeddings(data.vocabs.items.ids[1:], items, data.vocabs.users.ids[1:], user_vectors, run.model_hash)
 
 
-def embed_items(model: TwoTower, content: ItemContent, batch_size: int = 256) -> np.ndarray:
-    """The item tower's vectors of `content`; frozen backbones run once first, unless `content` already
-    holds their outputs (training's does)."""
-    cache_frozen_backbones(model.item_tower, content, batch_size, torch.device("cpu"))
-    return embed(model.item_tower, content.batches(batch_size), torch.device("cpu")).numpy()
+def embed_items(model: TwoTower, content: ItemContent, batch_size: int = 256, progress: bool = False) -> np.ndarray:
+    """The item tower's vectors of `content`, items without a trained id (index 0) placed as new items
+    are; frozen backbones run once first, unless `content` already holds their outputs (training's does)."""
+    cpu = torch.device("cpu")
+    tower = model.item_tower
+    cache_frozen_backbones(tower, content, batch_size, cpu, progress)
+    vectors = embed(tower, content.batches(batch_size), cpu, progress, len(content), "items")
+    return tower.place_new_items(vectors, content.item_index == 0).numpy()
 
 
 @writes_run
@@ -224,41 +209,47 @@ def export_run(
     what: Sequence[str] = EXPORTS,
     formats: Sequence[str] = ("parquet",),
     batch_size: int = 256,
+    progress: bool = False,
 ) -> list[Path]:
-    """Write RUN/embeddings/<what>.<format> (items and/or users) with their manifest entries."""
+    """Write RUN/embeddings/<what>.<format> (items and/or users) with their manifest entries; `progress`
+    shows the embedding's bars."""
     unknown = sorted(set(what) - set(EXPORTS))
     if unknown or not what:
         raise ArgumentError(f"what must name some of {list(EXPORTS)}, got {list(what)}")
-    vectors = embed_run(run_dir, batch_size)
+    check_formats(formats)
+    run = Run(run_dir)
+    vectors = embed_run(run, batch_size, progress)
     tables = {"items": (vectors.item_ids, vectors.items), "users": (vectors.user_ids, vectors.users)}
-    run = RunFolder(Path(run_dir))
     columns = {"items": {}, "users": user_columns(run, vectors) if "users" in what else {}}
     return [
         path
         for name in what
         for path in export_embeddings(
-            run.embeddings, name, *tables[name], vectors.model_hash, tuple(formats), columns[name]
+            run.folder.embeddings, name, *tables[name], vectors.model_hash, tuple(formats), columns[name]
         )
     ]
 
 
 @writes_run
-def build_index(run_dir: str | Path, config: IndexConfig | None = None, batch_size: int = 256) -> ItemIndex:
+def build_index(
+    run_dir: str | Path, config: IndexConfig | None = None, batch_size: int = 256, progress: bool = False
+) -> ItemIndex:
     """Embed the catalogue and the users, export both as Parquet, and build the index `config` asks for
     (default: the run config's [index]), its recall@10 measured on the users' embeddings; then the search
-    state (RUN/search/: item text features, score weights chosen on validation queries)."""
-    run = RunFolder(Path(run_dir))
-    config = config or read_run_config(run.config).index
-    vectors = embed_run(run_dir, batch_size)
-    export_embeddings(run.embeddings, "items", vectors.item_ids, vectors.items, vectors.model_hash)
-    export_embeddings(run.embeddings, "users", vectors.user_ids, vectors.users, vectors.model_hash)
+    state (RUN/search/: item text features, score weights chosen on validation queries). `progress` shows
+    the embedding's bars."""
+    run = Run(run_dir)
+    config = config or run.config.index
+    vectors = embed_run(run, batch_size, progress)
+    export_embeddings(run.folder.embeddings, "items", vectors.item_ids, vectors.items, vectors.model_hash)
+    export_embeddings(run.folder.embeddings, "users", vectors.user_ids, vectors.users, vectors.model_hash)
     index = build_tuned_index(
         vectors.items, vectors.item_ids, vectors.users, config, {"model_hash": vectors.model_hash}
     )
-    index.save(run.index)
+    index.save(run.folder.index)
     from tandemrec.search_job import write_search_state  # here: search_job uses this module
 
-    write_search_state(run.root)
+    write_search_state(run)
     return index
 
 
@@ -272,13 +263,11 @@ def evaluate_run(run_dir: str | Path, ks: list[int] | None = None, part: str = "
     Cold items are all items without training events: the held-out ones and the new arrivals alike."""
     if part not in ("test", "valid"):
         raise ArgumentError(f"part must be 'test' or 'valid', got '{part}'")
-    run = RunFolder(Path(run_dir))
-    config = read_run_config(run.config)
-    retriever = Retriever.load(run.root)
-    history_len = retriever.model.config.user.history_len
-    data = prepare(Dataset.load(run.dataset), config.data.split, history_len, config.data.domains)
+    run = Run(run_dir)
+    config, data = run.config, run.data
+    retriever = Retriever.load(run)
     counts = data.item_frequencies()[1:]
-    text = catalogue_text_features(retriever.model, data, run_tokenizer(run))
+    text = catalogue_text_features(run.model, run.content)
     queries = data.test if part == "test" else data.valid
     refit = config.data.split.refit and part == "test"  # as the model was fitted for its test
     baselines, tuned = split_baselines(data, retriever.seen_rows, refit)
@@ -293,23 +282,22 @@ def evaluate_run(run_dir: str | Path, ks: list[int] | None = None, part: str = "
     from tandemrec.search_job import evaluate_search  # here: search_job uses this module
 
     metrics["search"] = evaluate_search(retriever, data, config)
-    atomic_write_json(run.metrics, metrics)
-    plot_metrics(metrics, run.plots / "metrics.png")
+    atomic_write_json(run.folder.metrics, metrics)
+    plot_metrics(metrics, run.folder.plots / "metrics.png")
     return metrics
 
 
-def catalogue_text_features(
-    model: TwoTower, data: PreparedData, tokenizer, batch_size: int = 256
-) -> np.ndarray | None:
-    """The text space of the catalogue for the content-kNN reference: the pooled text-backbone output of
-    each index row (row r: item index r + 1), zero for an item without text; None without a text encoder.
+def catalogue_text_features(model: TwoTower, content: ItemContent, batch_size: int = 256) -> np.ndarray | None:
+    """The text space of the catalogue (`content`: the model's, as `Run.content`) for the content-kNN
+    reference and product search: the pooled text-backbone output of each index row (row r: item index
+    r + 1), zero for an item without text; None without a text encoder.
 
-    A frozen encoder's outputs come from the frozen-backbone cache (the same ones training used); a trained
-    one is run here, as it is now, since its outputs changed during training."""
+    A frozen encoder's outputs come from the frozen-backbone cache (the same ones training used, kept in
+    `content` once computed); a trained one is run here, as it is now, since its outputs changed during
+    training."""
     tower = model.item_tower
     if tower.text is None:
         return None
-    content = item_content(model, data, tokenizer)
     if tower.text.frozen:
         cache_frozen_backbones(tower, content, batch_size, torch.device("cpu"))
     features = content.text_features
@@ -354,52 +342,46 @@ def behaviour_pairs(data: PreparedData, config: RunConfig, behaviour: BehaviourC
 def train_behaviour(run_dir: str | Path, behaviour: BehaviourConfig | None = None) -> BehaviourHead:
     """Fit the behaviour head on a trained run's frozen towers and write RUN/behaviour/ (head.safetensors,
     head.json); `behaviour` defaults to the run config's [behaviour]."""
-    run = RunFolder(Path(run_dir))
-    config = read_run_config(run.config)
-    model = load_model(run.model)
-    data = prepare(Dataset.load(run.dataset), config.data.split, model.config.user.history_len, config.data.domains)
-    content = item_content(model, data, run_tokenizer(run))
-    return fit_run_behaviour(run, config, behaviour or config.behaviour, data, content)
+    run = Run(run_dir)
+    return fit_run_behaviour(run, behaviour or run.config.behaviour, run.content)
 
 
-def fit_run_behaviour(
-    run: RunFolder, config: RunConfig, behaviour: BehaviourConfig, data: PreparedData, content: ItemContent
-) -> BehaviourHead:
-    """Fit the head on the run's saved towers (the best epoch) over `data` and `content` (training's own at
-    the end of `train`, so its cached frozen-backbone outputs are reused) and save it in RUN/behaviour/."""
-    model = load_model(run.model)
+def fit_run_behaviour(run: Run, behaviour: BehaviourConfig, content: ItemContent) -> BehaviourHead:
+    """Fit the head on the run's saved towers (the best epoch) over its prepared data and `content`
+    (training's own at the end of `train`, so its cached frozen-backbone outputs are reused) and save it
+    in RUN/behaviour/."""
+    model, data, config = run.model, run.data, run.config
     split = behaviour_pairs(data, config, behaviour)
     items = embed_items(model, content)
-    head = fit_behaviour_head(model.user_tower, data.features, items, split, behaviour, model_hash(run.model))
-    save_head(head, run.behaviour)
-    if run.index.exists():  # the outcome model trains on the retriever's own candidates
-        (run.behaviour / OUTCOME_MODEL).unlink(missing_ok=True)  # the old one may belong to other towers
-        fit_outcome_model(run.root, Retriever.load(run.root), config, behaviour, data.dataset, model_hash(run.model), data.test)
+    head = fit_behaviour_head(model.user_tower, data.features, items, split, behaviour, run.model_hash)
+    head.save_pretrained(run.folder.behaviour)
+    if run.folder.index.exists():  # the outcome model trains on the retriever's own candidates
+        (run.folder.behaviour / OUTCOME_MODEL).unlink(missing_ok=True)  # the old one may belong to other towers
+        fit_outcome_model(run, Retriever.load(run), behaviour)
     else:
         log.info("behaviour: no index yet, so no outcome model: run `tandemrec index RUN`, then `tandemrec behaviour RUN`")
     return head
 
 
-def user_columns(run: RunFolder, vectors: RunEmbeddings, k: int = 10) -> dict[str, tuple[np.ndarray, str]]:
+def user_columns(run: Run, vectors: RunEmbeddings, k: int = 10) -> dict[str, tuple[np.ndarray, str]]:
     """Optional columns of the user export: `segment` when the run has profiles, and `p_<output>` per
     output of the behaviour head when it has one (the mean probability over the user's top-k items), the
     outcome model's for the output it predicts when the run has one."""
     columns: dict[str, tuple[np.ndarray, str]] = {}
-    if has_segments(run.profiles):
-        segments = Segments.load(run.profiles, vectors.model_hash)
+    if has_segments(run.folder.profiles):
+        segments = Segments.load(run.folder.profiles, vectors.model_hash)
         meaning = "nearest segment centroid (RUN/profiles/segments.parquet)"
         columns["segment"] = (segments.assign(vectors.users), meaning)
-    if has_head(run.behaviour):
-        head = load_head(run.behaviour, vectors.model_hash)
-        vocabs = Vocabularies.load(run.vocab)
-        dataset = Dataset.load(run.dataset)
+    if has_head(run.folder.behaviour):
+        head = BehaviourHead.from_pretrained(run.folder.behaviour, vectors.model_hash)
+        vocabs, dataset = run.vocabs, run.dataset
         events = EventLog.from_frame(dataset.interactions, vocabs.users, vocabs.items)
         seen = [np.unique(items) - 1 for items in events.items_before(np.arange(1, len(vectors.user_ids) + 1), None)]
         p = top_k_propensity(head, vectors.users, vectors.items, vectors.item_ids, seen, k)
         for j, name in enumerate(head.outputs):
             meaning = f"mean probability of '{name}' over the user's top-{k} items (seen excluded)"
             columns[f"p_{name}"] = (p[:, j], meaning)
-        ranker = OutcomeRanker.load(run.behaviour, vectors.model_hash, dataset, vocabs)
+        ranker = OutcomeRanker.load(run.folder.behaviour, vectors.model_hash, dataset, vocabs)
         if ranker is not None:  # the chosen, calibrated outcome model replaces the head for its output
             p = top_k_mean(lambda users, u, rows: ranker.probabilities(users + 1, u, rows, vectors.items)[0][:, None],
                            vectors.users, vectors.items, vectors.item_ids, seen, k)

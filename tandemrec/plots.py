@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tandemrec.data.atomic import atomic_path
+from tandemrec.io.atomic import atomic_path
 
 
 def _pyplot():

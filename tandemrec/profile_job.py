@@ -8,17 +8,15 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from tandemrec.config import read_run_config
-from tandemrec.data.atomic import atomic_path, atomic_write_json, atomic_write_text
-from tandemrec.data.dataset import Dataset
-from tandemrec.data.run_folder import RunFolder
 from tandemrec.data.synthetic import TRUTH_FILE
+from tandemrec.io.atomic import atomic_path, atomic_write_json, atomic_write_text
 from tandemrec.jobs import embed_run
 from tandemrec.plots import segment_map
 from tandemrec.retrieval.profiles import (
     SEGMENTS_MD, SEGMENTS_TABLE, USERS_FILE, Segments, adjusted_rand_index, category_lift, cluster_users,
     segment_table, segments_markdown,
 )
+from tandemrec.run import Run
 from tandemrec.run_lock import writes_run
 
 log = logging.getLogger(__name__)
@@ -32,10 +30,10 @@ def profile_run(run_dir: str | Path, n_segments: int = 10, seed: int = 0, exampl
 
     On the synthetic shop (truth.parquet beside the dataset) the summary has the adjusted Rand index of
     the segments against the users' planted main taste class."""
-    run = RunFolder(Path(run_dir))
-    vectors = embed_run(run.root)
+    run = Run(run_dir)
+    vectors = embed_run(run)
     centroids, assignment = cluster_users(vectors.users, n_segments, seed)
-    dataset = Dataset.load(run.dataset)
+    dataset = run.dataset
     users = pl.DataFrame({"user_id": vectors.user_ids, "segment": assignment})
     items = dataset.items
     category = pl.col("category") if "category" in items.columns else pl.lit(None, dtype=pl.String).alias("category")
@@ -54,27 +52,27 @@ def profile_run(run_dir: str | Path, n_segments: int = 10, seed: int = 0, exampl
     if truth is not None:
         summary["ari_main_class"] = adjusted_rand_index(truth, assignment)
     note = "" if truth is None else f"Adjusted Rand index against the planted tastes: {summary['ari_main_class']:.3f}"
-    segments.save(run.profiles)
-    with atomic_path(run.profiles / SEGMENTS_TABLE) as tmp:
+    segments.save(run.folder.profiles)
+    with atomic_path(run.folder.profiles / SEGMENTS_TABLE) as tmp:
         table.write_parquet(tmp)
-    with atomic_path(run.profiles / USERS_FILE) as tmp:
+    with atomic_path(run.folder.profiles / USERS_FILE) as tmp:
         users.write_parquet(tmp)
-    atomic_write_text(run.profiles / SEGMENTS_MD, segments_markdown(table, note))
-    atomic_write_json(run.profiles / "summary.json", summary)
+    atomic_write_text(run.folder.profiles / SEGMENTS_MD, segments_markdown(table, note))
+    atomic_write_json(run.folder.profiles / "summary.json", summary)
     centred = vectors.users - vectors.users.mean(axis=0)
     points = centred @ np.linalg.svd(centred, full_matrices=False)[2][:2].T
     centres = np.stack([points[assignment == s].mean(axis=0) if (assignment == s).any() else np.full(2, np.nan)
                         for s in range(n_segments)])
     segment_map(
         points, assignment, centres, segments.names,
-        f"{len(vectors.user_ids)} users in {n_segments} segments (PCA of the user vectors)", run.plots / "user_map.png",
+        f"{len(vectors.user_ids)} users in {n_segments} segments (PCA of the user vectors)", run.folder.plots / "user_map.png",
     )
     return {**summary, "table": table}
 
 
-def _planted_tastes(run: RunFolder, user_ids: list[str]) -> list[str] | None:
+def _planted_tastes(run: Run, user_ids: list[str]) -> list[str] | None:
     """The synthetic shop's main taste class of each user, when the run's data is the synthetic shop."""
-    config = read_run_config(run.config).data
+    config = run.config.data
     if config.source != "synthetic":
         return None
     path = (Path(config.path) if config.path else run.root / "shop") / TRUTH_FILE

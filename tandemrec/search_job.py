@@ -5,12 +5,9 @@ See retrieval/search.py for how search scores items and retrieval/search_eval.py
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
-from tandemrec.config import RunConfig, read_run_config
-from tandemrec.data.dataset import Dataset
-from tandemrec.data.prepared import PreparedData, prepare
-from tandemrec.data.run_folder import RunFolder
+from tandemrec.config import RunConfig
+from tandemrec.data.prepared import PreparedData
 from tandemrec.retrieval.retriever import Retriever
 from tandemrec.retrieval.search import SEARCH_DIR, save_text_features
 from tandemrec.retrieval.search_eval import (
@@ -22,7 +19,7 @@ from tandemrec.retrieval.search_eval import (
     personal_events,
     split_queries,
 )
-from tandemrec.towers.serialization import load_model
+from tandemrec.run import Run
 
 # The word a category query adds after the category name, per data source ("Western movies").
 QUERY_NOUNS = {"movielens": "movies"}
@@ -32,21 +29,21 @@ def query_noun(config: RunConfig) -> str:
     return QUERY_NOUNS.get(config.data.source, "")
 
 
-def write_search_state(run_dir: str | Path) -> dict:
+def write_search_state(run: Run) -> dict:
     """RUN/search/: the catalogue's text features and the score weights chosen on the validation half of
-    the metadata queries (and the personal weight on validation events), with that measurement."""
-    from tandemrec.jobs import catalogue_text_features, run_tokenizer
+    the metadata queries (and the personal weight on validation events), with that measurement.
 
-    run = RunFolder(Path(run_dir))
-    config = read_run_config(run.config)
-    model = load_model(run.model)
-    data = prepare(Dataset.load(run.dataset), config.data.split, model.config.user.history_len, config.data.domains)
-    features = catalogue_text_features(model, data, run_tokenizer(run))
+    `run` is the index job's, with its model, prepared data and catalogue content already in hand: nothing
+    is read or encoded twice."""
+    from tandemrec.jobs import catalogue_text_features
+
+    features = catalogue_text_features(run.model, run.content)
     if features is None:
         return {}
+    config, data = run.config, run.data
     folder = run.root / SEARCH_DIR
     save_text_features(folder, data.vocabs.items.ids[1:], features)
-    retriever = Retriever.load(run.root)
+    retriever = Retriever.load(run)
     noun = query_noun(config)
     valid, _ = split_queries(metadata_queries(retriever.catalogue, retriever.index.ids, noun))
     weights, grid = choose_weights(retriever, valid)

@@ -30,8 +30,9 @@ def step(dataset: str, out: str, sharding: str) -> None:
 
     from tandemrec.data.dataset import Dataset
     from tandemrec.data.prepared import prepare
-    from tandemrec.data.run_folder import RunFolder
-    from tandemrec.jobs import item_content, sized
+    from tandemrec.io.run_folder import RunFolder
+    from tandemrec.jobs import sized
+    from tandemrec.run import item_content
     from tandemrec.towers.text_encoder import load_tokenizer
     from tandemrec.towers.two_tower import TwoTower
     from tandemrec.training.global_batch import total

@@ -24,6 +24,8 @@ from tandemrec.ablation import (
 )
 from tandemrec.cli import main
 
+pytestmark = pytest.mark.slow  # trains a model (or runs jobs that do): minutes, not seconds
+
 
 def _row(variant: str, seed: int, recall: float, ndcg: float | None = None) -> dict:
     """A hand-made row of ablation.json; every metric but recall@10 (and ndcg@10 when given) absent."""
@@ -93,7 +95,9 @@ def test_table_with_one_seed_leaves_std_out_and_tests_nothing() -> None:
 
 
 def test_variant_sets_content_is_default_and_names_pick_across_sets() -> None:
-    assert [v.name for v in select_variants()] == ["default", "image_random", "no_image", "text_random", "no_cold_training"]
+    assert [v.name for v in select_variants()] == [
+        "default", "image_random", "no_image", "text_random", "content_only_new_items", "content_loss"
+    ]
     assert select_variants()[1].overrides == ["model.item.image.random_init=true"]
     assert select_variants("transfer") == VARIANT_SETS["transfer"]
     assert [v.name for v in select_variants(names=["joint", "no_image"])] == ["joint", "no_image"]

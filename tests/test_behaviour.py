@@ -12,7 +12,7 @@ import pytest
 
 from tandemrec.cli import main
 from tandemrec.config import override_section, read_run_config
-from tandemrec.data.behaviour import (
+from tandemrec.data.behaviour_pairs import (
     EVENTS, behaviour_events, behaviour_outputs, behaviour_split, observed_pairs, with_negatives,
 )
 from tandemrec.data.dataset import Dataset
@@ -23,13 +23,16 @@ from tandemrec.data.prepared import prepare
 from tandemrec.data.split import SplitConfig
 from tandemrec.data.vocabularies import Vocabularies
 from tandemrec.jobs import behaviour_pairs, export_run
-from tandemrec.retrieval.behaviour import evaluate_behaviour, log_loss, roc_auc
+from tandemrec.retrieval.behaviour_eval import evaluate_behaviour
 from tandemrec.retrieval.embeddings import read_embeddings
 from tandemrec.retrieval.errors import RetrievalError
+from tandemrec.retrieval.metrics import log_loss, roc_auc
 from tandemrec.retrieval.retriever import RERANK_DEPTH, Retriever
-from tandemrec.towers.behaviour_head import BehaviourHead, BehaviourHeadConfig, load_head, save_head
+from tandemrec.towers.behaviour_head import BehaviourHead, BehaviourHeadConfig
 from tandemrec.towers.errors import EncoderLoadError
 from tandemrec.training.behaviour_config import BehaviourConfig
+
+pytestmark = pytest.mark.slow  # trains a model (or runs jobs that do): minutes, not seconds
 
 # Measured on the tiny trained run (300 users, 6 classes, 2 epochs): AUC(purchase) 0.88 on the test pairs
 # (27 purchases among 1,500 pairs: each user's test event and 4 sampled items). A random head gives 0.5
@@ -158,16 +161,16 @@ def test_purchase_auc_on_the_synthetic_test_split_is_well_above_chance(test_metr
 
 def test_head_round_trips_and_refuses_other_towers(tmp_path):
     head = BehaviourHead(BehaviourHeadConfig(dim=8, outputs=["purchase", "view"], hidden=[16], model_hash="abc"))
-    save_head(head, tmp_path)
-    again = load_head(tmp_path, expect_model_hash="abc")
+    head.save_pretrained(tmp_path)
+    again = BehaviourHead.from_pretrained(tmp_path, expect_model_hash="abc")
     users, items = np.random.default_rng(0).normal(size=(2, 5, 8)).astype(np.float32)
     np.testing.assert_array_equal(head.probabilities(users, items), again.probabilities(users, items))
     assert again.outputs == ["purchase", "view"]
     with pytest.raises(EncoderLoadError, match="other towers"):
-        load_head(tmp_path, expect_model_hash="def")
+        BehaviourHead.from_pretrained(tmp_path, expect_model_hash="def")
     (tmp_path / "head.safetensors").unlink()
     with pytest.raises(FileNotFoundError, match="head.safetensors"):
-        load_head(tmp_path)
+        BehaviourHead.from_pretrained(tmp_path)
 
 
 def test_predict_behaviour_for_known_and_described_users(retriever):

@@ -17,10 +17,12 @@ from tandemrec.retrieval.embeddings import read_embeddings
 from tandemrec.retrieval.calibration import expected_calibration_error, reliability
 from tandemrec.retrieval.retriever import Retriever
 from tandemrec.towers.errors import EncoderLoadError
-from tandemrec.towers.outcome_model import Calibration, OutcomeModel, Scorer, load_outcome_model
+from tandemrec.towers.outcome_model import Calibration, OutcomeModel, Scorer
 from tandemrec.training.behaviour_config import BehaviourConfig
-from tandemrec.training.behaviour_models import bias_baseline, fit_scorer
 from tandemrec.errors import ConfigError
+from tandemrec.training.outcome_model_fit import bias_baseline, fit_scorer
+
+pytestmark = pytest.mark.slow  # trains a model (or runs jobs that do): minutes, not seconds
 
 DAY = 86_400 * 1_000_000
 
@@ -102,13 +104,13 @@ def small_model(features: list[str], model_hash: str = "abc") -> OutcomeModel:
 def test_outcome_model_round_trips_and_refuses_other_towers_or_features(tmp_path):
     model = small_model(list(FEATURES))
     model.save(tmp_path)
-    loaded = load_outcome_model(tmp_path, "abc", FEATURES)
+    loaded = OutcomeModel.load(tmp_path, "abc", FEATURES)
     x = np.random.default_rng(1).normal(size=(5, len(FEATURES)))
     assert loaded.probabilities(x)[0] == pytest.approx(model.probabilities(x)[0])
     with pytest.raises(EncoderLoadError, match="other towers"):
-        load_outcome_model(tmp_path, "def", FEATURES)
+        OutcomeModel.load(tmp_path, "def", FEATURES)
     with pytest.raises(EncoderLoadError, match="uses features"):
-        load_outcome_model(tmp_path, "abc", FEATURES[:-1])
+        OutcomeModel.load(tmp_path, "abc", FEATURES[:-1])
     assert "pickle" not in (tmp_path / "outcome_model.json").read_text()
 
 

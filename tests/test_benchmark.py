@@ -11,11 +11,13 @@ from tandemrec import benchmark
 from tandemrec.benchmark import BASELINES, METRICS, PROTOCOLS, SYSTEM, default_protocols, run_benchmark
 from tandemrec.cli import main
 from tandemrec.config import load_config
-from tandemrec.data.run_folder import RunFolder
 from tandemrec.data.split import split_by
 from tandemrec.errors import ArgumentError
+from tandemrec.io.run_folder import RunFolder
 from tandemrec.jobs import load_dataset
 from tandemrec.seed_stats import cell, stat_of
+
+pytestmark = pytest.mark.slow  # trains a model (or runs jobs that do): minutes, not seconds
 
 BASE = [*TINY_OVERRIDES, "train.epochs=1", "behaviour.enabled=false", "data.split.min_train=2"]
 

@@ -15,6 +15,8 @@ from tandemrec.jobs import train
 from tandemrec.run_lock import LOCK_FILE
 from tandemrec.training.checkpoint import CheckpointError
 
+pytestmark = pytest.mark.slow  # trains a model (or runs jobs that do): minutes, not seconds
+
 
 def snapshot(folder: Path) -> dict[str, str]:
     """Every artifact's hash; the run's lock file says only who last held the run."""

@@ -18,6 +18,8 @@ from tandemrec.jobs import train
 from tandemrec.training.checkpoint import CheckpointError, IndexCheckedReader, read_index
 from test_checkpoint import run_copy, snapshot  # noqa: F401 (run_copy is a fixture)
 
+pytestmark = pytest.mark.slow  # trains a model (or runs jobs that do): minutes, not seconds
+
 SYSTEM = f"{os.system.__module__}.system"  # posix.system on Linux
 
 

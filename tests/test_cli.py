@@ -1,18 +1,30 @@
 """The command line: every verb's help says what it reads and writes; verbs on a run and a dataset."""
 
+import subprocess
+import sys
+
 import pytest
 
 from tandemrec.cli import main
 from tandemrec.data.dataset import Dataset
 from tandemrec.retrieval.retriever import Retriever
 
+pytestmark = pytest.mark.slow  # trains a model (or runs jobs that do): minutes, not seconds
+
 VERBS = {
     ("demo",): ("Reads", "Writes"),
     ("train",): ("Reads", "Writes"),
+    ("ablate",): ("Reads", "Writes"),
+    ("benchmark",): ("Reads", "Writes"),
     ("index",): ("Reads", "Writes"),
+    ("export",): ("Reads", "Writes"),
     ("evaluate",): ("Reads", "Writes"),
     ("recommend",): ("Reads", "Writes nothing"),
     ("similar",): ("Reads", "Writes nothing"),
+    ("search",): ("Reads", "Writes nothing"),
+    ("behaviour",): ("Reads", "Writes"),
+    ("profile",): ("Reads", "Writes"),
+    ("doctor",): ("Reads", "Writes nothing"),
     ("data", "synth"): ("Writes",),
     ("data", "import"): ("Reads", "Writes"),
     ("data", "validate"): ("Reads", "Writes nothing"),
@@ -35,8 +47,26 @@ def test_top_level_help_lists_the_verbs(capsys):
         main(["--help"])
     assert exit_.value.code == 0
     out = capsys.readouterr().out
-    for verb in ("demo", "train", "index", "evaluate", "recommend", "similar", "data"):
-        assert verb in out
+    for verb in {verb[0] for verb in VERBS}:
+        assert f"    {verb} " in out
+
+
+def test_help_of_every_verb_starts_without_polars_or_torch():
+    """`--help` stays instant: the CLI imports the data and model libraries only in the verb that runs."""
+    code = (
+        "import contextlib, io, sys\n"
+        "from tandemrec.cli import main\n"
+        f"for verb in {[list(verb) for verb in [(), *VERBS]]}:\n"
+        "    with contextlib.redirect_stdout(io.StringIO()):\n"
+        "        try:\n"
+        "            main([*verb, '--help'])\n"
+        "        except SystemExit as exit_:\n"
+        "            assert exit_.code == 0, (verb, exit_.code)\n"
+        "print(sorted(name for name in ('polars', 'torch', 'numpy') if name in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
 
 
 @pytest.mark.parametrize("argv", [[], ["data"]], ids=["nothing", "data-alone"])

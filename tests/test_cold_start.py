@@ -21,6 +21,8 @@ from tandemrec.retrieval.cold_start import (
 from tandemrec.retrieval.evaluate import compare
 from tandemrec.retrieval.metrics import ranking_metrics
 
+pytestmark = pytest.mark.slow  # trains a model (or runs jobs that do): minutes, not seconds
+
 INV_LOG2_3 = 0.6309297535714575  # 1 / log2(3), the discount at rank 2
 
 # Five items (index rows 0..4), rows 1, 3 and 4 cold; three users in a 2-d space.
@@ -175,20 +177,15 @@ def test_metrics_table_shows_every_block_within_100_columns(cold_metrics: dict) 
 
 
 def test_catalogue_text_features_are_the_same_from_the_frozen_cache_and_a_fresh_forward(trained_run: Path) -> None:
-    from tandemrec.config import read_run_config
-    from tandemrec.data.dataset import Dataset
-    from tandemrec.data.prepared import prepare
-    from tandemrec.data.run_folder import RunFolder
-    from tandemrec.jobs import catalogue_text_features, run_tokenizer
-    from tandemrec.towers.serialization import load_model
+    from tandemrec.jobs import catalogue_text_features
+    from tandemrec.run import Run
 
-    run = RunFolder(trained_run)
-    config = read_run_config(run.config)
-    model = load_model(run.model)
-    data = prepare(Dataset.load(run.dataset), config.data.split, model.config.user.history_len)
-    trained = catalogue_text_features(model, data, run_tokenizer(run))
-    assert trained.shape == (len(data.vocabs.items) - 1, model.item_tower.text.output_dim)
+    run = Run(trained_run)
+    model, content = run.model, run.content
+    trained = catalogue_text_features(model, content)
+    assert trained.shape == (len(run.vocabs.items) - 1, model.item_tower.text.output_dim)
+    assert content.text_features is None  # a trained encoder was run, nothing cached
     model.item_tower.text.requires_grad_(False)  # now frozen: its outputs come through the cache
-    assert np.allclose(catalogue_text_features(model, data, run_tokenizer(run)), trained, atol=1e-5)
+    assert np.allclose(catalogue_text_features(model, content), trained, atol=1e-5)
     model.item_tower.text = None
-    assert catalogue_text_features(model, data, None) is None
+    assert catalogue_text_features(model, content) is None

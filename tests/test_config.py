@@ -6,8 +6,9 @@ from importlib import resources
 import pytest
 
 from tandemrec.config import RunConfig, load_config, read_run_config
+from tandemrec.config_schema import from_dict, to_dict
 from tandemrec.errors import ConfigError
-from tandemrec.towers.config import TextEncoderConfig, TwoTowerConfig, from_dict, to_dict
+from tandemrec.towers.config import TextEncoderConfig, TwoTowerConfig
 
 
 def demo_toml() -> dict:

@@ -17,6 +17,8 @@ from safetensors.torch import load_file
 
 from conftest import TINY_OVERRIDES, tiny_config
 
+pytestmark = [pytest.mark.slow, pytest.mark.distributed]  # torchrun subprocesses
+
 WORKER = Path(__file__).parent / "dist_worker.py"
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
 
@@ -42,7 +44,7 @@ def history(run: Path) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from tandemrec.data.run_folder import RunFolder
+    from tandemrec.io.run_folder import RunFolder
     from tandemrec.jobs import load_dataset
 
     root = tmp_path_factory.mktemp("dist")

@@ -16,8 +16,11 @@ from tandemrec.jobs import export_run
 from tandemrec.retrieval.embeddings import FORMATS, export_embeddings, read_embeddings
 from tandemrec.retrieval.errors import RetrievalError
 from tandemrec.retrieval.retriever import Retriever
-from tandemrec.towers.serialization import load_model, model_hash
+from tandemrec.towers.serialization import model_hash
 from tandemrec.towers.text_encoder import load_tokenizer, make_tokenize
+from tandemrec.towers.two_tower import TwoTower
+
+pytestmark = pytest.mark.slow  # trains a model (or runs jobs that do): minutes, not seconds
 
 ATOL = 1e-5
 
@@ -34,7 +37,7 @@ def exported(trained_run, tmp_path_factory):
 @pytest.fixture(scope="module")
 def model_vectors(exported):
     """Item vectors from the model's item tower on the catalogue's content, user vectors from its user tower."""
-    model = load_model(exported / "model")
+    model = TwoTower.from_pretrained(exported / "model")
     config = read_run_config(exported / "config.json")
     data = prepare(Dataset.load(exported / "dataset"), config.data.split, model.config.user.history_len)
     tokenize = make_tokenize(load_tokenizer(str(exported / "model" / "tokenizer")))

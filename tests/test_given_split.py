@@ -11,9 +11,9 @@ from tandemrec.config import DataConfig
 from tandemrec.data.errors import DataError
 from tandemrec.data.given_split import check_given
 from tandemrec.data.prepared import prepare
-from tandemrec.data.run_folder import RunFolder
 from tandemrec.data.split import GIVEN_COLUMN, SplitConfig, split_by
 from tandemrec.errors import ConfigError
+from tandemrec.io.run_folder import RunFolder
 from tandemrec.jobs import load_dataset
 
 # Chosen so that no per-user protocol would make them: user a's test event is older than its training

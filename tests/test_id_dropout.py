@@ -7,14 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-from tandemrec.data.dataset import Dataset
-from tandemrec.data.prepared import prepare
-from tandemrec.data.run_folder import RunFolder
-from tandemrec.jobs import item_content, run_tokenizer
+from tandemrec.run import Run
 from tandemrec.towers.fusion import id_dropout
 from tandemrec.towers.inference import embed
-from tandemrec.towers.serialization import load_model
 from tests.conftest import tiny_config
+
+pytestmark = pytest.mark.slow  # trains a model (or runs jobs that do): minutes, not seconds
 
 
 def test_id_dropout_hides_only_the_id_and_never_an_items_last_modality() -> None:
@@ -30,11 +28,8 @@ def test_id_dropout_hides_only_the_id_and_never_an_items_last_modality() -> None
 
 def _content_to_full_cosine(run) -> float:
     """Mean cosine between each warm item's content-only vector (id hidden) and its full vector."""
-    run = RunFolder(run)
-    model = load_model(run.model)
-    data = prepare(Dataset.load(run.dataset), tiny_config().data.split, model.config.user.history_len)
-    content = item_content(model, data, run_tokenizer(run))
-    model.eval()
+    run = Run(run)
+    model, content = run.model, run.content
     full = embed(model.item_tower, content.batches(64), torch.device("cpu"))
     content_only = embed(model.item_tower, dataclasses.replace(content, item_index=torch.zeros_like(content.item_index)).batches(64), torch.device("cpu"))
     warm = (content.item_index > 0).numpy()

@@ -7,7 +7,7 @@ import faiss
 import numpy as np
 import pytest
 
-from tandemrec.data.atomic import atomic_path, atomic_write_bytes, atomic_write_json, sha256_file
+from tandemrec.io.atomic import atomic_path, atomic_write_bytes, atomic_write_json, sha256_file
 from tandemrec.retrieval.errors import RetrievalError
 from tandemrec.retrieval.index import ItemIndex
 

@@ -32,7 +32,8 @@ def data() -> tuple[np.ndarray, list[str], np.ndarray]:
     return vectors, [f"item{i}" for i in range(N)], queries
 
 
-@pytest.fixture(scope="module", params=KINDS)
+# IVF-PQ trains its codebooks for ~20 s on two cores: not part of the quick run
+@pytest.fixture(scope="module", params=[pytest.param(k, marks=pytest.mark.slow) if k == "ivfpq" else k for k in KINDS])
 def built(request, data) -> ItemIndex:
     vectors, ids, queries = data
     config = IndexConfig(kind=request.param, on_low_recall="warn")  # PQ on 16 dims stays below 0.95

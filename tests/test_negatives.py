@@ -44,6 +44,7 @@ def test_hard_negatives_are_top_scored_unseen_items_and_never_the_positive() -> 
         HardNegativeMiner(3, 0)
 
 
+@pytest.mark.slow  # trains three runs
 def test_training_with_mixed_and_hard_negatives_learns_and_resumes_exactly(tmp_path: Path) -> None:
     from tandemrec.jobs import train
 

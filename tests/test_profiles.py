@@ -16,6 +16,8 @@ from tandemrec.retrieval.errors import RetrievalError
 from tandemrec.retrieval.profiles import adjusted_rand_index, category_lift, cluster_users
 from tandemrec.retrieval.retriever import Retriever
 
+pytestmark = pytest.mark.slow  # trains a model (or runs jobs that do): minutes, not seconds
+
 # The tiny run's synthetic shop plants 6 main taste classes in 300 users (80% of each user's events in
 # it). Measured with 6 segments: ARI 0.97 to 1.00 over k-means seeds and two trainings (one k-means run
 # without restarts fell to 0.53 to 0.75 by merging two tastes, which this floor catches), while a random

@@ -8,9 +8,10 @@ import polars as pl
 import pytest
 
 from readers_fixtures import amazon, hm, retailrocket, write
-from tandemrec.cli import IMPORT_FORMATS, main
+from tandemrec.cli import main
 from tandemrec.data import READERS, Dataset
 from tandemrec.data.importer import import_dataset
+from tandemrec.sources import IMPORT_FORMATS, SOURCES
 
 ML_100K = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "movielens-100k"
 
@@ -34,8 +35,9 @@ FIXTURES = {
 }
 
 
-def test_the_cli_knows_every_reader():
+def test_the_cli_and_the_config_know_every_reader():
     assert set(IMPORT_FORMATS) == set(READERS)
+    assert set(SOURCES) == {"synthetic", "dataset", *READERS}
 
 
 @pytest.mark.parametrize("format", sorted(FIXTURES))

@@ -14,8 +14,11 @@ from tandemrec.retrieval.embeddings import read_embeddings
 from tandemrec.retrieval.errors import RetrievalError
 from tandemrec.retrieval.evaluate import evaluate
 from tandemrec.retrieval.retriever import Retriever
-from tandemrec.towers.serialization import load_model, model_hash
+from tandemrec.towers.serialization import model_hash
 from tandemrec.towers.text_encoder import load_tokenizer, make_tokenize
+from tandemrec.towers.two_tower import TwoTower
+
+pytestmark = pytest.mark.slow  # trains a model (or runs jobs that do): minutes, not seconds
 
 ATOL = 1e-5
 
@@ -211,7 +214,7 @@ def test_load_index_built_by_another_model(trained_run, tmp_path):
 def test_exported_item_embeddings_equal_the_model(trained_run, exported):
     """Embed the catalogue again with the saved model, the way build_index does, and compare."""
     item_ids, items, manifest, *_ = exported
-    model = load_model(trained_run / "model")
+    model = TwoTower.from_pretrained(trained_run / "model")
     config = read_run_config(trained_run / "config.json")
     data = prepare(Dataset.load(trained_run / "dataset"), config.data.split, model.config.user.history_len)
     tokenize = make_tokenize(load_tokenizer(str(trained_run / "model" / "tokenizer")))

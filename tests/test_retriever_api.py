@@ -18,6 +18,8 @@ from tandemrec.retrieval.index import ItemIndex
 from tandemrec.retrieval.recommendations import results_frame
 from tandemrec.retrieval.retriever import Retriever
 
+pytestmark = pytest.mark.slow  # trains a model (or runs jobs that do): minutes, not seconds
+
 K = 10
 
 

@@ -22,7 +22,10 @@ N_ITEMS = 400
 N_USERS = 300
 MARGIN = 0.05  # the sample's test half has about 9 genre queries: one item in 10 of one query is 0.011
 
-pytestmark = pytest.mark.skipif(not MOVIELENS_100K.is_dir(), reason="MovieLens 100K is not in ../shared/datasets")
+pytestmark = [
+    pytest.mark.skipif(not MOVIELENS_100K.is_dir(), reason="MovieLens 100K is not in ../shared/datasets"),
+    pytest.mark.slow,  # trains on MovieLens
+]
 
 
 @pytest.fixture(scope="module")

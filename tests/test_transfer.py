@@ -11,17 +11,18 @@ import torch
 from tandemrec.data.content import ItemContent
 from tandemrec.data.prepared import prepare
 from tandemrec.data.split import cold_item_indices
-from tandemrec.data.run_folder import RunFolder
 from tandemrec.data.synthetic import SyntheticShopConfig, make_synthetic_shop
 from tandemrec.data.vocabularies import Vocabularies
+from tandemrec.run import Run
 from tandemrec.towers.config import Cardinalities, ItemTowerConfig, TextEncoderConfig
 from tandemrec.towers.freezing import layerwise_learning_rates
 from tandemrec.towers.fusion import ConcatFusion, GatedFusion, modality_dropout
 from tandemrec.towers.item_tower import ItemTower
-from tandemrec.towers.serialization import load_model
 from tandemrec.towers.two_tower import TwoTower
 from tandemrec.training.init_from import init_from
 from tests.conftest import tiny_config
+
+pytestmark = pytest.mark.slow  # trains a model (or runs jobs that do): minutes, not seconds
 
 TINY_BERT = {"model_type": "bert", "vocab_size": 100, "hidden_size": 16, "num_hidden_layers": 2,
              "num_attention_heads": 2, "intermediate_size": 32}
@@ -128,8 +129,7 @@ def test_a_frozen_backbone_runs_once_per_item_then_hits_the_cache(tmp_path: Path
 
 
 def test_init_from_carries_weights_and_remaps_ids(trained_run: Path, tmp_path: Path) -> None:
-    source = load_model(RunFolder(trained_run).model)
-    source_vocabs = Vocabularies.load(RunFolder(trained_run).vocab)
+    source, source_vocabs = Run(trained_run).model, Run(trained_run).vocabs
     # Another shop drawn with another seed: ids overlap in part, and in another order.
     shop = make_synthetic_shop(tmp_path / "shop", SyntheticShopConfig(n_users=200, n_items=150, n_classes=6, seed=3))
     shop = dataclasses.replace(shop, interactions=shop.interactions.filter(shop.interactions["user_id"] != "user0000"))

@@ -7,20 +7,16 @@ hash of the towers it was trained on, so a head never silently serves a model it
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 from torch import nn
 
-from tandemrec.data.atomic import atomic_path, atomic_write_json
-from tandemrec.errors import MissingFileError
-from tandemrec.towers.config import from_dict, to_dict
+from tandemrec.config_schema import from_dict, to_dict
+from tandemrec.towers import serialization
 from tandemrec.towers.errors import EncoderLoadError
 from tandemrec.towers.mlp import mlp
 
@@ -68,41 +64,30 @@ class BehaviourHead(nn.Module):
         self.train(was_training)
         return torch.cat(out).numpy() if out else np.zeros((0, len(self.config.outputs)), np.float32)
 
+    def save_pretrained(self, folder: str | Path) -> None:
+        """Write head.safetensors and head.json into `folder`, each atomically (weights first)."""
+        serialization.write_module(Path(folder), HEAD_WEIGHTS, self.state_dict(), HEAD_CONFIG, to_dict(self.config))
 
-def save_head(head: BehaviourHead, folder: str | Path) -> None:
-    """Write head.safetensors and head.json into `folder`, each atomically (weights first)."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().cpu().contiguous() for k, v in head.state_dict().items()}
-    with atomic_path(folder / HEAD_WEIGHTS) as tmp:
-        save_file(tensors, str(tmp), metadata={"format": "pt"})
-    atomic_write_json(folder / HEAD_CONFIG, to_dict(head.config))
+    @classmethod
+    def from_pretrained(cls, folder: str | Path, expect_model_hash: str | None = None) -> "BehaviourHead":
+        """The head `save_pretrained` wrote, in eval mode; with `expect_model_hash`, refuse one trained on
+        other towers (it would score vectors it never saw)."""
+        folder = Path(folder)
+        serialization.require_files(folder, (HEAD_CONFIG, HEAD_WEIGHTS), "behaviour head")
+        raw = serialization.read_config(folder / HEAD_CONFIG, "behaviour head")
+        try:
+            config = from_dict(BehaviourHeadConfig, raw)
+        except (TypeError, ValueError) as err:
+            raise EncoderLoadError(f"behaviour head config '{folder / HEAD_CONFIG}' is not valid: {err}") from err
+        if expect_model_hash is not None and config.model_hash != expect_model_hash:
+            raise EncoderLoadError(
+                f"behaviour head '{folder}' was trained on other towers (model hash {config.model_hash[:12]}, the "
+                f"run's model is {expect_model_hash[:12]}): retrain it with `tandemrec behaviour RUN`"
+            )
+        head = cls(config)
+        serialization.load_weights(head, folder / HEAD_WEIGHTS, folder / HEAD_CONFIG, "behaviour head")
+        return head.eval()
 
 
 def has_head(folder: str | Path) -> bool:
     return (Path(folder) / HEAD_CONFIG).is_file()
-
-
-def load_head(folder: str | Path, expect_model_hash: str | None = None) -> BehaviourHead:
-    """Read a head written by `save_head`; with `expect_model_hash`, refuse one trained on other towers."""
-    folder = Path(folder)
-    for name in (HEAD_CONFIG, HEAD_WEIGHTS):
-        if not (folder / name).is_file():
-            raise MissingFileError(f"behaviour head folder '{folder}' has no {name}")
-    try:
-        config = from_dict(BehaviourHeadConfig, json.loads((folder / HEAD_CONFIG).read_text()))
-    except (json.JSONDecodeError, UnicodeDecodeError, TypeError, ValueError) as err:
-        raise EncoderLoadError(f"behaviour head config '{folder / HEAD_CONFIG}' is not valid: {err}") from err
-    if expect_model_hash is not None and config.model_hash != expect_model_hash:
-        raise EncoderLoadError(
-            f"behaviour head '{folder}' was trained on other towers (model hash {config.model_hash[:12]}, the run's "
-            f"model is {expect_model_hash[:12]}): retrain it with `tandemrec behaviour RUN`"
-        )
-    head = BehaviourHead(config)
-    try:
-        head.load_state_dict(load_file(str(folder / HEAD_WEIGHTS)))
-    except (SafetensorError, OSError, RuntimeError) as err:
-        raise EncoderLoadError(
-            f"behaviour head weights '{folder / HEAD_WEIGHTS}' do not match {HEAD_CONFIG}: {err}"
-        ) from err
-    return head.eval()

@@ -45,6 +45,8 @@ class ItemTower(nn.Module):
         if not self.modalities:
             raise ConfigError("model.item: the item tower needs at least one of: image, text, id_embedding, category_embedding")
         self.fusion = make_fusion(config.fusion, len(self.modalities), width, config.fusion_hidden, dim)
+        # Where new items land (training/new_items.py): fitted after training, saved with the weights.
+        self.register_buffer("new_item_offset", torch.zeros(dim, device=device))
 
     def forward(self, batch: ItemBatch) -> torch.Tensor:
         """L2-normalised item vectors; modality dropout applies in training mode only."""
@@ -74,6 +76,13 @@ class ItemTower(nn.Module):
             if ITEM_ID in self.modalities:
                 mask = id_dropout(mask, self.modalities.index(ITEM_ID), self.config.id_dropout)
         return F.normalize(self.fusion(stacked, mask), dim=-1)
+
+    def place_new_items(self, vectors: torch.Tensor, new: torch.Tensor) -> torch.Tensor:
+        """`vectors` (forward's output) with the rows of new items (`new`: no trained id, embedded from
+        content alone) moved by the fitted offset, so that they compete with trained items; still unit
+        length, so that near-duplicates stay near and inner products stay cosines."""
+        moved = F.normalize(vectors + self.new_item_offset.to(vectors), dim=-1)
+        return torch.where(new.unsqueeze(1).to(vectors.device), moved, vectors)
 
     def _project(self, proj: nn.Linear, features: torch.Tensor | None, n: int) -> torch.Tensor:
         if features is None:

@@ -9,7 +9,7 @@ Their product is P(outcome) for a candidate, what `recommend(rerank=...)` orders
 
 Saved as JSON only (no pickle): a LightGBM model as its text dump, a logistic regression as its arrays,
 an isotonic map as its breakpoints. The file records the towers' model hash and the feature list, and
-`load_outcome_model` refuses a model made for other towers or other features.
+`OutcomeModel.load` refuses a model made for other towers or other features.
 """
 from __future__ import annotations
 
@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from tandemrec.data.atomic import atomic_write_json
 from tandemrec.errors import MissingFileError
+from tandemrec.io.atomic import atomic_write_json
 from tandemrec.towers.errors import EncoderLoadError
 
 OUTCOME_MODEL = "outcome_model.json"
@@ -108,35 +108,35 @@ class OutcomeModel:
             "relevance": self.relevance.to_dict(), "summary": self.summary,
         })
 
+    @classmethod
+    def load(
+        cls, folder: str | Path, expect_model_hash: str | None = None, expect_features: list[str] | None = None
+    ) -> "OutcomeModel":
+        """Read RUN/behaviour/outcome_model.json; refuse one fitted on other towers (model hash) or over
+        other features than `expect_features` (the features this code computes)."""
+        path = Path(folder) / OUTCOME_MODEL
+        if not path.is_file():
+            raise MissingFileError(f"behaviour folder '{folder}' has no {OUTCOME_MODEL}")
+        try:
+            d = json.loads(path.read_text())
+            model = cls(
+                d["outcome"], d["label"], list(d["features"]), d["settings"], d["model_hash"],
+                Scorer.from_dict(d["conditional"]), Scorer.from_dict(d["relevance"]), d.get("summary", {}),
+            )
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as err:
+            raise EncoderLoadError(f"outcome model '{path}' is not valid: {err}") from err
+        if expect_model_hash is not None and model.model_hash != expect_model_hash:
+            raise EncoderLoadError(
+                f"outcome model '{path}' was fitted on other towers (model hash {model.model_hash[:12]}, the run's "
+                f"model is {expect_model_hash[:12]}): refit it with `tandemrec behaviour RUN`"
+            )
+        if expect_features is not None and model.features != list(expect_features):
+            raise EncoderLoadError(
+                f"outcome model '{path}' uses features {model.features}, this version computes "
+                f"{list(expect_features)}: refit it with `tandemrec behaviour RUN`"
+            )
+        return model
+
 
 def has_outcome_model(folder: str | Path) -> bool:
     return (Path(folder) / OUTCOME_MODEL).is_file()
-
-
-def load_outcome_model(
-    folder: str | Path, expect_model_hash: str | None = None, expect_features: list[str] | None = None
-) -> OutcomeModel:
-    """Read RUN/behaviour/outcome_model.json; refuse one fitted on other towers (model hash) or over
-    other features than `expect_features` (the features this code computes)."""
-    path = Path(folder) / OUTCOME_MODEL
-    if not path.is_file():
-        raise MissingFileError(f"behaviour folder '{folder}' has no {OUTCOME_MODEL}")
-    try:
-        d = json.loads(path.read_text())
-        model = OutcomeModel(
-            d["outcome"], d["label"], list(d["features"]), d["settings"], d["model_hash"],
-            Scorer.from_dict(d["conditional"]), Scorer.from_dict(d["relevance"]), d.get("summary", {}),
-        )
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as err:
-        raise EncoderLoadError(f"outcome model '{path}' is not valid: {err}") from err
-    if expect_model_hash is not None and model.model_hash != expect_model_hash:
-        raise EncoderLoadError(
-            f"outcome model '{path}' was fitted on other towers (model hash {model.model_hash[:12]}, the run's "
-            f"model is {expect_model_hash[:12]}): refit it with `tandemrec behaviour RUN`"
-        )
-    if expect_features is not None and model.features != list(expect_features):
-        raise EncoderLoadError(
-            f"outcome model '{path}' uses features {model.features}, this version computes {list(expect_features)}: "
-            "refit it with `tandemrec behaviour RUN`"
-        )
-    return model

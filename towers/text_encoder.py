@@ -2,16 +2,22 @@
 from __future__ import annotations
 
 import importlib
+import logging
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 import transformers
 from torch import nn
+from transformers.utils import logging as hf_logging
 
 from tandemrec.towers.config import TextEncoderConfig
 from tandemrec.towers.errors import EncoderLoadError
 from tandemrec.towers.freezing import FreezableEncoder, freeze_all_but_last
+
+log = logging.getLogger(__name__)
 
 # Lone UTF-16 surrogates (e.g. "caf\udce9", what Python's surrogateescape makes of a Latin-1 byte) are not
 # Unicode characters: a fast tokenizer refuses a string holding one with a TypeError.
@@ -71,11 +77,36 @@ def _create_backbone(config: TextEncoderConfig, load_weights: bool) -> transform
                 else transformers.AutoConfig.from_pretrained(path, local_files_only=config.local_files_only)
             )
             return transformers.AutoModel.from_config(hf_config, add_pooling_layer=False)
-        return transformers.AutoModel.from_pretrained(
-            path, local_files_only=config.local_files_only, add_pooling_layer=False
-        )
+        with _quiet_load():
+            backbone, loaded = transformers.AutoModel.from_pretrained(
+                path, local_files_only=config.local_files_only, add_pooling_layer=False, output_loading_info=True
+            )
     except (OSError, ValueError) as err:
         raise EncoderLoadError(_hint(f"text encoder '{config.name_or_path}'", path, err)) from err
+    missing = sorted(loaded["missing_keys"])
+    if missing:  # the weights transformers initialised at random: a checkpoint of another architecture
+        log.warning(
+            "text encoder '%s': %d weights are not in the checkpoint and start random (%s%s)",
+            config.name_or_path, len(missing), ", ".join(missing[:3]), ", ..." if len(missing) > 3 else "",
+        )
+    return backbone
+
+
+@contextmanager
+def _quiet_load() -> Iterator[None]:
+    """transformers logs a LOAD REPORT table whenever checkpoint and model keys differ, which they always
+    do here: the checkpoint's pooler is left out (add_pooling_layer=False). Its one finding that matters,
+    weights left random, is read from the loading info and reported as ours instead. Its per-tensor
+    "Loading weights" bar goes too: a load takes a second, and our own output should come first."""
+    level, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 def _hint(what: str, path: str, err: Exception) -> str:

@@ -1,10 +1,10 @@
-"""`[behaviour]`: the behaviour head trained on a run's frozen towers (see training/behaviour.py);
-each setting is checked when a BehaviourConfig is built (see towers/config.py: `setting`)."""
+"""`[behaviour]`: the behaviour head trained on a run's frozen towers (see training/behaviour_head_fit.py);
+each setting is checked when a BehaviourConfig is built (see tandemrec/config_schema.py: `setting`)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tandemrec.towers.config import check_fields, setting
+from tandemrec.config_schema import check_fields, setting
 
 
 @dataclass

@@ -26,8 +26,8 @@ import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint.metadata import Metadata, StorageMeta
 
-from tandemrec.data.atomic import atomic_write_json, replace_folder, sha256_file
 from tandemrec.errors import TandemrecError
+from tandemrec.io.atomic import atomic_write_json, replace_folder, sha256_file
 from tandemrec.training.safe_unpickle import ForbiddenGlobal, load_dcp_index
 
 META = "meta.json"

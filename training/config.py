@@ -1,11 +1,11 @@
-"""Training settings; each is checked when a TrainConfig is built (see towers/config.py: `setting`)."""
+"""Training settings; each is checked when a TrainConfig is built (see tandemrec/config_schema.py: `setting`)."""
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
 
+from tandemrec.config_schema import check_fields, setting
 from tandemrec.errors import ConfigError
-from tandemrec.towers.config import check_fields, setting
 
 SCHEDULES = ("constant", "cosine")
 # The optimizers training/distributed.py fuses into the embedding tables' backward.
@@ -51,6 +51,10 @@ class TrainConfig:
     # Weight of an auxiliary loss on content-only item vectors (the batch's items with their ids hidden,
     # as a new item is embedded): each user must also find its item from content alone. 0: off.
     content_loss_weight: float = setting(0.0, ge=0)
+    # After training, items without training events are moved toward the users until they fill the first
+    # page this many times as often as validation users want them (training/new_items.py). 0: left where
+    # their content-only vectors fall.
+    new_item_exposure: float = setting(1.0, ge=0)
     eval_k: int = setting(10, ge=1)  # the validation recall@k that picks the best epoch
     patience: int = setting(3, ge=0)  # epochs without a better validation recall before stopping
     seed: int = setting(0, ge=0)

@@ -12,11 +12,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tandemrec.data.run_folder import RunFolder
 from tandemrec.data.vocab import Vocabulary
 from tandemrec.data.vocabularies import Vocabularies
 from tandemrec.errors import MissingFileError
-from tandemrec.towers.serialization import load_model
+from tandemrec.run import Run
 from tandemrec.towers.two_tower import TwoTower
 
 
@@ -50,11 +49,10 @@ def table_vocabulary(key: str, vocabs: Vocabularies) -> Vocabulary | None:
 
 def init_from(model: TwoTower, vocabs: Vocabularies, source: str | Path) -> InitReport:
     """Load `source`'s model into `model` in place (see module docstring); returns what was carried."""
-    run = RunFolder(Path(source))
-    if not run.model.is_dir():
+    run = Run(source)
+    if not run.folder.model.is_dir():
         raise MissingFileError(f"--init-from '{source}' is not a trained run folder (no model/)")
-    source_model = load_model(run.model)
-    source_vocabs = Vocabularies.load(run.vocab)
+    source_model, source_vocabs = run.model, run.vocabs
     source_state = source_model.state_dict()
     report = InitReport()
     with torch.no_grad():

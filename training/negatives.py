@@ -11,8 +11,11 @@ from collections.abc import Sequence
 
 import faiss
 import numpy as np
+from tqdm import tqdm
 
 from tandemrec.errors import ConfigError
+
+MINING_CHUNK = 4096  # users searched at a time
 
 
 def mixed_negatives(pool: np.ndarray, count: int, rng: np.random.Generator) -> np.ndarray:
@@ -46,19 +49,30 @@ class HardNegativeMiner:
         self.lists = np.zeros((n_users, depth), dtype=np.int64)  # item indices; 0 = none
 
     def refresh(
-        self, users: np.ndarray, user_vectors: np.ndarray, item_vectors: np.ndarray, seen: Sequence[np.ndarray]
+        self,
+        users: np.ndarray,
+        user_vectors: np.ndarray,
+        item_vectors: np.ndarray,
+        seen: Sequence[np.ndarray],
+        progress: bool = False,
     ) -> None:
         """users[r] has vector user_vectors[r] and had the item indices seen[r]; item_vectors row j is
-        item index j + 1."""
+        item index j + 1. Every training user is re-mined, which takes a while on a large catalogue:
+        `progress` shows a bar."""
         index = faiss.IndexFlatIP(item_vectors.shape[1])
         index.add(np.ascontiguousarray(item_vectors, dtype=np.float32))
         longest = max((len(s) for s in seen), default=0)
         k = min(self.depth + longest, len(item_vectors))
-        _, rows = index.search(np.ascontiguousarray(user_vectors, dtype=np.float32), k)
-        for user, found, had in zip(users, rows + 1, seen):
-            fresh = found[~np.isin(found, had)][: self.depth]
-            self.lists[user] = 0
-            self.lists[user, : len(fresh)] = fresh
+        queries = np.ascontiguousarray(user_vectors, dtype=np.float32)
+        with tqdm(total=len(users), desc="hard negatives", unit="user", disable=not progress) as bar:
+            for start in range(0, len(users), MINING_CHUNK):  # chunks, so that the bar moves during the search
+                end = start + MINING_CHUNK
+                _, rows = index.search(queries[start:end], k)
+                for user, found, had in zip(users[start:end], rows + 1, seen[start:end]):
+                    fresh = found[~np.isin(found, had)][: self.depth]
+                    self.lists[user] = 0
+                    self.lists[user, : len(fresh)] = fresh
+                bar.update(len(rows))
 
     def draw(self, users: np.ndarray, positives: np.ndarray, count: int, rng: np.random.Generator) -> np.ndarray:
         """Up to `count` distinct hard negatives for these rows: one random pick from each row's list that

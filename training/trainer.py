@@ -3,6 +3,7 @@ resumable checkpoints and the best model saved."""
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 from dataclasses import dataclass, field
@@ -16,15 +17,14 @@ from torchrec.optim.keyed import CombinedOptimizer, KeyedOptimizerWrapper
 from torchrec.optim.optimizers import in_backward_optimizer_filter
 from tqdm import tqdm
 
-from tandemrec.data.atomic import atomic_write_json, atomic_write_text
 from tandemrec.data.content import ItemContent
 from tandemrec.data.errors import DataError
 from tandemrec.data.examples import Examples
 from tandemrec.data.prepared import PreparedData
-from tandemrec.data.run_folder import RunFolder
+from tandemrec.io.atomic import atomic_write_json, atomic_write_text
+from tandemrec.io.run_folder import RunFolder
 from tandemrec.towers.freezing import layerwise_learning_rates
 from tandemrec.towers.inference import embed
-from tandemrec.towers.serialization import save_model
 from tandemrec.towers.two_tower import TwoTower
 from tandemrec.training import distributed
 from tandemrec.training.checkpoint import CheckpointError, Checkpoints, TrainState
@@ -33,7 +33,9 @@ from tandemrec.training.frozen_features import cache_frozen_backbones
 from tandemrec.training.global_batch import gather_with_grad, rank_slice, total
 from tandemrec.training.loss import InBatchSoftmax, domain_weights
 from tandemrec.training.negatives import HardNegativeMiner, mixed_log_q, mixed_negatives
-from tandemrec.training.validation import recall_at_k
+from tandemrec.training.validation import user_recall_at_k
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -195,12 +197,13 @@ class Trainer:
         result.epochs_run = epoch
         self._write_history(result.history, env)
         if self.progress and env.rank == 0:
-            print(json.dumps(row))
+            shown = (f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items() if k != "epoch")
+            log.info("epoch %d: %s", epoch, ", ".join(shown))
         if recall > result.best_recall:
             result.best_epoch, result.best_recall, stale = epoch, recall, 0
             weights = distributed.dense_state_dict(loop.dmp)
             if env.rank == 0:
-                save_model(self.model, self.run.model, weights, self.tokenizer)
+                self.model.save_pretrained(self.run.model, weights, self.tokenizer)
         else:
             stale += 1
         if self.miner is not None and epoch % self.config.hard_negatives_every == 0:
@@ -314,8 +317,8 @@ class Trainer:
             raise CheckpointError(f"cannot resume: no complete checkpoint in '{self.checkpoints.folder}'")
         adamw.init_state()  # AdamW's state is created lazily; DCP loads into existing tensors
         state, _ = self.checkpoints.load(latest, dmp, optimizer, self._extra_state())
-        if self.progress and torch.distributed.get_rank() == 0:
-            print(f"resumed from {latest} (epoch {state.epoch}, step {state.step})")
+        if torch.distributed.get_rank() == 0:
+            log.info("resumed from %s (epoch %d, step %d)", latest, state.epoch, state.step)
         return state
 
     def _extra_state(self) -> dict[str, torch.Tensor]:
@@ -340,10 +343,12 @@ class Trainer:
         last = np.full(len(self.data.vocabs.users), np.iinfo(np.int64).min, dtype=np.int64)
         np.maximum.at(last, train.users, train.times)
         times = last[users] + 1
+        size, shown = self.config.encode_batch_size, self._shows_progress()
         if items is None:
-            items = embed(self.model.item_tower, self.content.batches(self.config.encode_batch_size), device)
-        vectors = embed(self.model.user_tower, self.data.features.batches(users, times, self.config.encode_batch_size), device)
-        self.miner.refresh(users, vectors.numpy(), items.numpy(), self.data.log.items_before(users, times))
+            items = embed(self.model.item_tower, self.content.batches(size), device, shown, len(self.content), "items")
+        batches = self.data.features.batches(users, times, size)
+        vectors = embed(self.model.user_tower, batches, device, shown, len(users), "users")
+        self.miner.refresh(users, vectors.numpy(), items.numpy(), self.data.log.items_before(users, times), shown)
 
     def _record_plan(self, plan: ShardingPlan, dmp: DistributedModelParallel, env: distributed.Env) -> None:
         """sharding_plan.json: the plan, and the table rows and columns each rank really holds."""
@@ -358,19 +363,24 @@ class Trainer:
         if self.progress:
             for t in tables:
                 shards = ", ".join(f"rank {s['rank']} rows {s['offsets'][0]}+{s['sizes'][0]} cols {s['offsets'][1]}+{s['sizes'][1]}" for s in t["shards"])
-                print(f"sharding {t['table']}: {t['sharding_type']} ({t['compute_kernel']}) {shards or 'replicated'}")
+                log.info("sharding %s: %s (%s) %s", t["table"], t["sharding_type"], t["compute_kernel"], shards or "replicated")
 
     def _write_history(self, history: list[dict], env: distributed.Env) -> None:
         if env.rank == 0:
             atomic_write_text(self.run.train_metrics, "".join(json.dumps(row) + "\n" for row in history))
 
+    def _shows_progress(self) -> bool:
+        """Bars on rank 0 only: the other ranks do the same work in step."""
+        return self.progress and torch.distributed.get_rank() == 0
+
     def _validate(self, dmp: DistributedModelParallel, device: torch.device) -> tuple[torch.Tensor, float]:
         """Every rank embeds everything in step (sharded tables answer collectively) and computes the same
         recall; the item vectors serve hard-negative mining too."""
         dmp.eval()
-        model, valid, size = self.model, self.data.valid, self.config.encode_batch_size
-        items = embed(model.item_tower, self.content.batches(size), device)
-        users = embed(model.user_tower, self.data.features.batches(valid.users, valid.times, size), device)
+        model, valid, size, shown = self.model, self.data.valid, self.config.encode_batch_size, self._shows_progress()
+        items = embed(model.item_tower, self.content.batches(size), device, shown, len(self.content), "valid items")
+        batches = self.data.features.batches(valid.users, valid.times, size)
+        users = embed(model.user_tower, batches, device, shown, len(valid.users), "valid users")
         seen = self.data.log.items_before(valid.users, valid.times)
-        return items, recall_at_k(users, items, valid.targets, seen, self.config.eval_k)
+        return items, user_recall_at_k(users, items, valid.targets, seen, self.config.eval_k)
 

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 
-def recall_at_k(
+def user_recall_at_k(
     user_vectors: torch.Tensor,
     item_vectors: torch.Tensor,
     targets: Sequence[np.ndarray],
@@ -15,7 +15,10 @@ def recall_at_k(
     k: int,
     chunk: int = 1024,
 ) -> float:
-    """item_vectors row r is item index r + 1 (index 0, the unknown item, is never ranked).
+    """Mean share of each user's held-out items found in their top-`k` of the whole catalogue: how well
+    the model recommends (unlike `retrieval.index_build.ann_recall_at_k`, how well an index searches).
+
+    item_vectors row r is item index r + 1 (index 0, the unknown item, is never ranked).
 
     Seen items are never ranked, so targets among them are left out, as in offline evaluation.
     """

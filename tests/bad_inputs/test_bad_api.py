@@ -21,6 +21,8 @@ from tandemrec.retrieval.recommendations import results_frame
 from tandemrec.retrieval.retriever import Retriever
 from tandemrec.towers.text_encoder import clean_text
 
+pytestmark = pytest.mark.slow  # trains a model (or runs jobs that do): minutes, not seconds
+
 K = 5
 
 

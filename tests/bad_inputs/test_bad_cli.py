@@ -10,6 +10,8 @@ import pytest
 from conftest import TINY_OVERRIDES
 from tandemrec.cli import main
 
+pytestmark = pytest.mark.slow  # trains a model (or runs jobs that do): minutes, not seconds
+
 TINY = [arg for override in TINY_OVERRIDES for arg in ("--set", override)]
 
 

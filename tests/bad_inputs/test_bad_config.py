@@ -11,17 +11,11 @@ from pathlib import Path
 import pytest
 
 from tandemrec.config import DataConfig, RunConfig, load_config, override_section, read_run_config
+from tandemrec.config_schema import from_dict, to_dict
 from tandemrec.data.split import SplitConfig
 from tandemrec.errors import ConfigError, TandemrecError
 from tandemrec.retrieval.config import IndexConfig
-from tandemrec.towers.config import (
-    Cardinalities,
-    ItemTowerConfig,
-    TwoTowerConfig,
-    UserTowerConfig,
-    from_dict,
-    to_dict,
-)
+from tandemrec.towers.config import Cardinalities, ItemTowerConfig, TwoTowerConfig, UserTowerConfig
 from tandemrec.training.behaviour_config import BehaviourConfig
 from tandemrec.training.config import TrainConfig
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -23,6 +24,8 @@ from tandemrec.errors import RunFolderError
 from tandemrec.jobs import build_index, train
 from tandemrec.run_lock import LOCK_FILE, run_lock
 from test_checkpoint import snapshot
+
+pytestmark = pytest.mark.slow  # trains a model (or runs jobs that do): minutes, not seconds
 
 TIMEOUT = 240  # seconds any one child process may take: a hang fails the test instead of the suite
 HOLD = """
@@ -53,8 +56,12 @@ def held(run_copy: Path):
         holder.wait(TIMEOUT)
 
 
+PROGRESS_BAR = re.compile(r"^[\w ]+: +\d+%\|")
+
+
 def one_error_line(capsys: pytest.CaptureFixture[str], verb: str) -> str:
-    err = capsys.readouterr().err.strip().splitlines()
+    """The one error line on stderr; the job's progress bars before it (tqdm: "items:  50%|...") aside."""
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip() and not PROGRESS_BAR.match(line)]
     assert len(err) == 1 and err[0].startswith(f"tandemrec {verb}: error: "), err
     return err[0]
 

@@ -16,34 +16,14 @@ from collections.abc import Callable
 
 import numpy as np
 
-from tandemrec.data.behaviour import BehaviourPairs, state_vectors
+from tandemrec.data.behaviour_pairs import BehaviourPairs, state_vectors
 from tandemrec.data.examples import EvalQueries
 from tandemrec.retrieval.errors import RetrievalError
 from tandemrec.retrieval.evaluate import unseen_targets
 from tandemrec.retrieval.index import ItemIndex
-from tandemrec.retrieval.metrics import ranking_metrics
+from tandemrec.retrieval.metrics import log_loss, ranking_metrics, roc_auc
 from tandemrec.retrieval.retriever import RERANK_DEPTH, RERANK_DEPTH_FACTOR, Retriever
 from tandemrec.towers.behaviour_head import BehaviourHead
-
-EPSILON = 1e-7
-
-
-def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float | None:
-    """Area under the ROC curve (Mann-Whitney, ties counted half); None when a class is absent."""
-    labels = np.asarray(labels) > 0.5
-    n_pos, n_neg = int(labels.sum()), int((~labels).sum())
-    if n_pos == 0 or n_neg == 0:
-        return None
-    _, inverse, counts = np.unique(np.asarray(scores), return_inverse=True, return_counts=True)
-    ends = np.cumsum(counts)
-    ranks = (ends - (counts - 1) / 2.0)[inverse.reshape(-1)]  # 1-based average ranks
-    return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
-
-
-def log_loss(probabilities: np.ndarray, labels: np.ndarray) -> float:
-    p = np.clip(np.asarray(probabilities, dtype=np.float64), EPSILON, 1 - EPSILON)
-    y = np.asarray(labels, dtype=np.float64)
-    return float(-(y * np.log(p) + (1 - y) * np.log(1 - p)).mean())
 
 
 def pair_probabilities(retriever: Retriever, pairs: BehaviourPairs) -> np.ndarray:

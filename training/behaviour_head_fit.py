@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from tandemrec.data.behaviour import BehaviourPairs, BehaviourSplit, state_vectors
+from tandemrec.data.behaviour_pairs import BehaviourPairs, BehaviourSplit, state_vectors
 from tandemrec.data.errors import DataError
 from tandemrec.data.features import UserFeatures
 from tandemrec.towers.behaviour_head import BehaviourHead, BehaviourHeadConfig

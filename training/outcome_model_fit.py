@@ -12,16 +12,10 @@ import logging
 import numpy as np
 import polars as pl
 
+from tandemrec.retrieval.metrics import log_loss
 from tandemrec.towers.outcome_model import KINDS, Calibration, Scorer
 
 log = logging.getLogger(__name__)
-EPSILON = 1e-7
-
-
-def log_loss(probabilities: np.ndarray, labels: np.ndarray) -> float:
-    p = np.clip(np.asarray(probabilities, dtype=np.float64), EPSILON, 1 - EPSILON)
-    y = np.asarray(labels, dtype=np.float64)
-    return float(-(y * np.log(p) + (1 - y) * np.log(1 - p)).mean())
 
 
 def fit_calibration(raw: np.ndarray, labels: np.ndarray) -> Calibration:

@@ -1,0 +1,1 @@
+"""Run-folder layout and crash-safe file writes: the file-system concerns every layer shares."""
