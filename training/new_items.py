@@ -60,7 +60,7 @@ def fit_new_item_placement(
     `content` is the catalogue in vocabulary order, items without training events already id-masked (as
     `PreparedData.content` makes it). `target_exposure` 0 leaves new items at their content-only vectors.
     """
-    counts = data.item_frequencies()[1:].astype(np.float64)
+    counts = data.item_frequencies()[1:]
     warm = counts > 0
     was_training = model.training
     model.eval()
@@ -69,7 +69,9 @@ def fit_new_item_placement(
         masked = dataclasses.replace(content, item_index=torch.zeros_like(content.item_index))
         content_only = embed(model.item_tower, masked.batches(batch_size), device).double().numpy()
         mean_offset = (counts[warm, None] * (full[warm] - content_only[warm])).sum(0) / max(counts[warm].sum(), 1.0)
-        shift, exposure, chosen_by = _calibrated_shift(model, data, full, mean_offset, target_exposure, batch_size, device)
+        shift, exposure, chosen_by = _calibrated_shift(
+            model, data, full, cold_rows(counts), mean_offset, target_exposure, batch_size, device
+        )
     finally:
         model.train(was_training)
     return NewItemPlacement(torch.as_tensor(shift * mean_offset, dtype=torch.float32), shift, exposure, chosen_by)
@@ -91,6 +93,7 @@ def _calibrated_shift(
     model: TwoTower,
     data: PreparedData,
     items: np.ndarray,
+    cold: np.ndarray,
     mean_offset: np.ndarray,
     target: float,
     batch_size: int,
@@ -100,7 +103,6 @@ def _calibrated_shift(
     was chosen. Exposure is measured as evaluation measures it: over the users with an unseen target."""
     if target == 0:
         return 0.0, None, "left at their content-only vectors (train.new_item_exposure = 0)"
-    cold = cold_rows(data.item_frequencies()[1:])
     valid = data.valid
     seen = [s - 1 for s in data.log.items_before(valid.users, valid.times)]
     targets = [np.setdiff1d(t - 1, s) for t, s in zip(valid.targets, seen)]
