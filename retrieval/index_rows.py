@@ -62,8 +62,7 @@ class OneQueryExclusions(Exclusions):
     """`Exclusions` of a search with a single query, kept as a set: the same results, fewer numpy calls."""
 
     def __init__(self, exclude: Sequence[np.ndarray] | None, m: int, n: int, eligible: np.ndarray | None) -> None:
-        if exclude is not None and len(exclude) != m:
-            raise RetrievalError(f"exclude has {len(exclude)} entries, expected one per query ({m})")
+        _check_one_per_query(exclude, m)
         self.banned = set() if exclude is None else set(check_positions(exclude[0], "exclude[0]", n).tolist())
         counted = len(self.banned)
         if eligible is not None and counted:
@@ -94,13 +93,17 @@ def exclusion_keys(
     """Sorted keys row * n + position of the excluded pairs, and the distinct eligible exclusions per row."""
     if exclude is None:
         return np.empty(0, dtype=np.int64), np.zeros(m, dtype=np.int64)
-    if len(exclude) != m:
-        raise RetrievalError(f"exclude has {len(exclude)} entries, expected one per query ({m})")
+    _check_one_per_query(exclude, m)
     arrays = [check_positions(e, f"exclude[{i}]", n) for i, e in enumerate(exclude)]
     rows = np.repeat(np.arange(m, dtype=np.int64), [a.size for a in arrays])
     keys = np.unique(rows * n + np.concatenate(arrays))
     counted = keys if eligible is None else keys[eligible[keys % n]]
     return keys, np.bincount(counted // n, minlength=m)
+
+
+def _check_one_per_query(exclude: Sequence[np.ndarray] | None, m: int) -> None:
+    if exclude is not None and len(exclude) != m:
+        raise RetrievalError(f"exclude has {len(exclude)} entries, expected one per query ({m})")
 
 
 def first_eligible(
