@@ -44,11 +44,14 @@ from tandemrec.data.vocab import Vocabulary
 from tandemrec.data.vocabularies import Vocabularies
 from tandemrec.io.atomic import atomic_write_text
 from tandemrec.jobs import sized
+from tandemrec.retrieval.arguments import check_k, matrix
 from tandemrec.retrieval.catalogue import ItemCatalogue
 from tandemrec.retrieval.config import IndexConfig
 from tandemrec.retrieval.index import ItemIndex
 from tandemrec.retrieval.index_build import ann_recall_at_k, build_tuned_index
+from tandemrec.retrieval.recommendations import Recommendations
 from tandemrec.retrieval.retriever import Retriever
+from tandemrec.retrieval.rwlock import ReadWriteLock
 from tandemrec.towers.inference import embed
 from tandemrec.towers.two_tower import TwoTower
 
@@ -155,7 +158,7 @@ def measure(
     size = faiss.serialize_index(index.faiss_index).nbytes
     catalogue = ItemCatalogue(index, [None] * len(ids))
     raw = raw_search(index)
-    wrapped = lambda q: catalogue.search(q, K)  # noqa: E731
+    wrapped = lambda q: catalogue.search(matrix(q, "queries", index.dim), K)  # noqa: E731 (checked like Retriever)
     exact_search = exact_search or raw
     raw(test), wrapped(test)  # warm up both paths
     batch_faiss, batch_retriever, batch_exact = [], [], []
@@ -229,6 +232,22 @@ def paired_us(baseline: Callable[[int], object], call: Callable[[int], object], 
     return float(np.median(base)) * 1e6, float(np.median(timed)) * 1e6
 
 
+def checked_search_floor(index: ItemIndex, lock: ReadWriteLock) -> Callable[[np.ndarray], list[Recommendations]]:
+    """The least that any checked, thread-safe one-query search does: check the query and k, take the read
+    lock, call FAISS's C search (on the index's own search parameters, as `raw_search` sets them), map rows
+    to ids and make the result. Its ratio to raw FAISS is the floor of `search_vectors`' ratio in Python."""
+    faiss_index, ids, dim, live = index.faiss_index, index.ids_at, index.dim, index.live_count
+
+    def search(query: np.ndarray) -> list[Recommendations]:
+        query, k = matrix(query, "vectors", dim), check_k(K, live)
+        with lock.read():
+            scores, positions = np.empty((1, k), dtype=np.float32), np.empty((1, k), dtype=np.int64)
+            faiss_index.search_c(1, faiss.swig_ptr(query), k, faiss.swig_ptr(scores), faiss.swig_ptr(positions), None)
+            return [Recommendations(ids(positions[0]).tolist(), scores[0], "vector")]
+
+    return search
+
+
 def one_query_rows(kind: str, index: ItemIndex, test: np.ndarray, calls: int = ONE_QUERY_CALLS) -> list[OneQuery]:
     """`search_vectors`, `similar_items` and `recommend` with one query each against raw FAISS on the same
     index and k (similar_items: reading the item's stored vector back, then k + 1, as it leaves the item
@@ -236,6 +255,7 @@ def one_query_rows(kind: str, index: ItemIndex, test: np.ndarray, calls: int = O
     anyway)."""
     retriever = synthetic_retriever(index)
     raw = raw_search(index)
+    floor = checked_search_floor(index, ReadWriteLock())
     faiss_index = index.faiss_index
     items = [i for i in index.ids if i is not None]
     users = retriever.vocabs.users.ids[1:]
@@ -250,6 +270,10 @@ def one_query_rows(kind: str, index: ItemIndex, test: np.ndarray, calls: int = O
         ("search_vectors", "faiss_index.search"): (
             lambda i: raw(test[(i + len(test) // 2) % len(test)][None]),
             lambda i: retriever.search_vectors(test[i % len(test)][None], K),
+        ),
+        ("floor: checked search", "faiss_index.search"): (
+            lambda i: raw(test[(i + len(test) // 2) % len(test)][None]),
+            lambda i: floor(test[i % len(test)][None]),
         ),
         ("similar_items", "faiss_index.reconstruct + search, k + 1"): (
             lambda i: faiss_index.search(faiss_index.reconstruct((i + len(items) // 2) % len(items))[None], K + 1),
@@ -360,7 +384,10 @@ def main() -> None:
         "`faiss_index.reconstruct` of the item's vector, then k + 1, as it leaves the item itself out; `recommend`: plus the user "
         "tower's forward on the user's stored features, so its ratio is the retrieval overhead on top of the "
         f"model). The Retriever: an untrained ID-only two-tower model of dim {DIM}, {USERS:,} synthetic users "
-        f"with {USER_EVENTS} events each (excluded as seen by `recommend`).\n\n"
+        f"with {USER_EVENTS} events each (excluded as seen by `recommend`). `floor: checked search` is no "
+        "Retriever call but the least any checked, thread-safe one-query search does in Python (argument "
+        "checks, read lock, FAISS's C search, ids and result object; `checked_search_floor`): the lowest "
+        "ratio `search_vectors` could reach.\n\n"
         f"{one_query_table(one_query)}\n"
     )
     text = (

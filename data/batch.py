@@ -8,6 +8,16 @@ from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 USER_ID = "user_id"
 HISTORY = "history"
+# A history read as a sequence (model.user.history_encoder = "attention"): one feature per position,
+# newest first, each holding one item (or none past the user's history), and the time-gap bucket of each.
+HISTORY_GAP = "history_gap"
+GAP_BUCKETS = 24  # floor(log2(1 + minutes before the newest history event)), 0..22; 23: unknown
+UNKNOWN_GAP = GAP_BUCKETS - 1
+
+
+def position_keys(name: str, length: int) -> list[str]:
+    """The features of a sequence's positions: name_0 (newest) .. name_{length-1}."""
+    return [f"{name}_{j}" for j in range(length)]
 ITEM_ID = "item_id"
 CATEGORY = "category"
 

@@ -165,22 +165,50 @@ def _item_totals_and_residuals(history: pl.DataFrame, settings: FeatureSettings)
     return item_totals, residuals
 
 
-def neighbour_offset(
-    history: pl.DataFrame, pairs: pl.DataFrame, catalogue: np.ndarray, settings: FeatureSettings
-) -> np.ndarray:
+@dataclass
+class HistoryTables:
+    """What every pair's history features are read from: running totals per item, per user and per (user,
+    category) at each instant of the history, the items' categories, and each user's events with their
+    residuals. Building them is a pass of group-bys over the whole history; reading a pair's features is
+    a join. So they are built once per history (`history_tables`) and serve any number of pairs: a
+    served rerank of a few candidates no longer recomputes them on every call."""
+
+    item_totals: pl.DataFrame
+    user_totals: pl.DataFrame
+    category_totals: pl.DataFrame
+    item_categories: pl.DataFrame
+    residuals_by_user: dict[int, pl.DataFrame]  # events with a residual (rn > 0), by time
+
+
+def history_tables(history: pl.DataFrame, settings: FeatureSettings) -> HistoryTables:
+    """The tables of `history` (user_id, item_id, `time`, value, outcome, category) under `settings`."""
+    item_totals, residuals = _item_totals_and_residuals(history, settings)
+    user_totals = _cumulative(
+        residuals,
+        ["user_id"],
+        {"n": pl.len(), "pos": pl.col(OUTCOME).sum(), "rsum": pl.col("resid").sum(), "rn": pl.col("rn").sum()},
+    )
+    events = residuals.filter(pl.col("rn") > 0).sort("user_id", TIME)
+    return HistoryTables(
+        item_totals,
+        user_totals,
+        _cumulative(history, ["user_id", "category"], {"n": pl.len()}),
+        history.group_by("item_id").agg(pl.col("category").first()),
+        {u: g for (u,), g in events.group_by("user_id")},
+    )
+
+
+def neighbour_offset(tables: HistoryTables, pairs: pl.DataFrame, catalogue: np.ndarray) -> np.ndarray:
     """Per pair (user_id, item_id, `time`): the user's residuals (see `_item_totals_and_residuals`) on
     their earlier items, weighted by each one's similarity to the pair's item (exp((cosine - 1) / 0.1) over
     the item tower's vectors; `catalogue[r]` is item index r + 1), shrunk toward 0 by one unit of weight:
     item-based collaborative filtering on the towers' item space, "how did this user like items like it"."""
-    _, residuals = _item_totals_and_residuals(history, settings)
-    events = residuals.filter(pl.col("rn") > 0).sort("user_id", TIME)
     norms = np.linalg.norm(catalogue, axis=1, keepdims=True)
     unit = catalogue / np.where(norms > 0, norms, 1.0)
     out = np.zeros(pairs.height, dtype=np.float64)
     order = pairs.with_row_index("__row").sort("user_id")
-    by_user = {u: g for (u,), g in events.group_by("user_id")}
     for (user,), group in order.group_by("user_id"):
-        past = by_user.get(user)
+        past = tables.residuals_by_user.get(user)
         if past is None:
             continue
         items, times = group["item_id"].to_numpy(), group[TIME].to_numpy()
@@ -190,24 +218,17 @@ def neighbour_offset(
     return out
 
 
-def history_features(history: pl.DataFrame, pairs: pl.DataFrame, settings: FeatureSettings) -> pl.DataFrame:
+def history_features(tables: HistoryTables, pairs: pl.DataFrame, settings: FeatureSettings) -> pl.DataFrame:
     """`pairs` (user_id, item_id, `time`, any other columns) with the HISTORY_FEATURES columns added, each
-    from the events of `history` strictly before the pair's time; rows keep `pairs`' order."""
-    pairs = pairs.with_row_index("__row").join(
-        history.group_by("item_id").agg(pl.col("category").first()), on="item_id", how="left"
-    ).with_columns(pl.col("category").fill_null(0))
-    item_totals, residuals = _item_totals_and_residuals(history, settings)
-    user_totals = _cumulative(
-        residuals,
-        ["user_id"],
-        {"n": pl.len(), "pos": pl.col(OUTCOME).sum(), "rsum": pl.col("resid").sum(), "rn": pl.col("rn").sum()},
+    from the events of the tables' history strictly before the pair's time; rows keep `pairs`' order."""
+    pairs = pairs.with_row_index("__row").join(tables.item_categories, on="item_id", how="left").with_columns(
+        pl.col("category").fill_null(0)
     )
-    category_totals = _cumulative(history, ["user_id", "category"], {"n": pl.len()})
     recent = pl.col(TIME) - int(settings.recent_days * DAY_US)
-    joined = _as_of(pairs, item_totals, ["item_id"], pl.col(TIME), "i_")
-    joined = _as_of(joined, item_totals.select("item_id", TIME, "n"), ["item_id"], recent, "old_")
-    joined = _as_of(joined, user_totals, ["user_id"], pl.col(TIME), "u_")
-    joined = _as_of(joined, category_totals, ["user_id", "category"], pl.col(TIME), "c_")
+    joined = _as_of(pairs, tables.item_totals, ["item_id"], pl.col(TIME), "i_")
+    joined = _as_of(joined, tables.item_totals.select("item_id", TIME, "n"), ["item_id"], recent, "old_")
+    joined = _as_of(joined, tables.user_totals, ["user_id"], pl.col(TIME), "u_")
+    joined = _as_of(joined, tables.category_totals, ["user_id", "category"], pl.col(TIME), "c_")
     item_n, user_n = pl.col("i_n").fill_null(0), pl.col("u_n").fill_null(0)
     features = joined.sort("__row").select(
         *[c for c in pairs.columns if c not in ("__row", "category")],
@@ -237,14 +258,15 @@ def tower_features(user_vectors: np.ndarray, item_rows: np.ndarray, catalogue: n
 
 
 def pair_features(
-    history: pl.DataFrame, pairs: pl.DataFrame, settings: FeatureSettings, user_vectors: np.ndarray,
+    tables: HistoryTables, pairs: pl.DataFrame, settings: FeatureSettings, user_vectors: np.ndarray,
     catalogue: np.ndarray,
 ) -> pl.DataFrame:
-    """`pairs` with every FEATURES column; `user_vectors[i]` is pair i's user vector (at its time) and
-    `catalogue[r]` item index r + 1's vector."""
+    """`pairs` with every FEATURES column, read from `tables` (`history_tables` of the history the pairs
+    look back on); `user_vectors[i]` is pair i's user vector (at its time) and `catalogue[r]` item index
+    r + 1's vector."""
     towers = tower_features(user_vectors, pairs["item_id"].to_numpy() - 1, catalogue)
-    towers["neighbour_offset"] = neighbour_offset(history, pairs, catalogue, settings)
-    return history_features(history, pairs, settings).with_columns(
+    towers["neighbour_offset"] = neighbour_offset(tables, pairs, catalogue)
+    return history_features(tables, pairs, settings).with_columns(
         pl.Series(name, towers[name]) for name in TOWER_FEATURES
     )
 

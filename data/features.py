@@ -14,7 +14,7 @@ import polars as pl
 import torch
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
-from tandemrec.data.batch import HISTORY, USER_ID, UserBatch
+from tandemrec.data.batch import GAP_BUCKETS, HISTORY, HISTORY_GAP, UNKNOWN_GAP, USER_ID, UserBatch, position_keys
 from tandemrec.data.errors import DataError
 from tandemrec.data.vocab import Vocabulary
 
@@ -84,7 +84,10 @@ class UserFeatures:
         attributes: np.ndarray,
         attribute_names: Sequence[str],
         history_len: int,
+        sequence: bool = False,
     ) -> None:
+        """`sequence`: the history as one feature per position (newest first) with time-gap buckets, for
+        the attention history encoder; else one bag."""
         if attributes.ndim != 2 or attributes.shape[1] != len(attribute_names):
             raise DataError(
                 f"user attributes: expected a (n_users, {len(attribute_names)}) index matrix, "
@@ -94,10 +97,15 @@ class UserFeatures:
         self.attributes = attributes.astype(np.int64)
         self.attribute_names = list(attribute_names)
         self.history_len = history_len
+        self.sequence = sequence
 
     @property
     def keys(self) -> list[str]:
-        return [USER_ID, *self.attribute_names, HISTORY]
+        if self.sequence:
+            history = position_keys(HISTORY, self.history_len) + position_keys(HISTORY_GAP, self.history_len)
+        else:
+            history = [HISTORY]
+        return [USER_ID, *self.attribute_names, *history]
 
     def batches(self, users: np.ndarray, times: np.ndarray | None, size: int) -> Iterator[UserBatch]:
         """`batch` over `users` (and their `times`), `size` users at a time, in order."""
@@ -107,7 +115,10 @@ class UserFeatures:
     def batch(self, users: np.ndarray, times: np.ndarray | None = None) -> UserBatch:
         """Features of `users` as they were just before `times` (None: after every logged event)."""
         lo, hi = self.log.before(users, times, self.history_len)
-        history, lengths = gather_slices(self.log.item, lo, hi)
+        if self.sequence:
+            history, lengths = self._sequence(lo, hi)
+        else:
+            history, lengths = gather_slices(self.log.item, lo, hi)
         return self._assemble(np.asarray(users, dtype=np.int64), self.attributes[users], history, lengths)
 
     def batch_from(
@@ -118,12 +129,32 @@ class UserFeatures:
         attrs = self.attributes[users] if attributes is None else np.asarray(attributes, dtype=np.int64)
         tails = [np.asarray(h, dtype=np.int64)[-self.history_len:] for h in histories]
         lengths = np.array([len(t) for t in tails], dtype=np.int64)
-        history = np.concatenate(tails) if tails else np.zeros(0, dtype=np.int64)
+        if self.sequence:  # given histories have no times: every gap is unknown
+            present = np.arange(self.history_len) < lengths[:, None]
+            items = np.zeros(present.shape, dtype=np.int64)
+            items[present] = np.concatenate([t[::-1] for t in tails]) if tails else []
+            history, lengths = _positions(items, np.full(present.shape, UNKNOWN_GAP), present)
+        else:
+            history = np.concatenate(tails) if tails else np.zeros(0, dtype=np.int64)
         return self._assemble(users, attrs, history, lengths)
+
+    def _sequence(self, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The sequence features of the log slices [lo, hi): each position's item, newest first, and its
+        time-gap bucket before the newest event of the slice."""
+        newest_first = hi[:, None] - 1 - np.arange(self.history_len)  # log rows, (B, history_len)
+        present = newest_first >= lo[:, None]
+        if not present.any():  # no history at all (an empty log among them): nothing to look up
+            nothing = np.zeros(present.shape, dtype=np.int64)
+            return _positions(nothing, nothing, present)
+        rows = np.where(present, newest_first, 0)  # absent positions read row 0, then are left out
+        gaps = gap_buckets(self.log.time[rows[:, :1]] - self.log.time[rows])
+        return _positions(self.log.item[rows], gaps, present)
 
     def _assemble(
         self, users: np.ndarray, attrs: np.ndarray, history: np.ndarray, lengths: np.ndarray
     ) -> UserBatch:
+        """The batch's KeyedJaggedTensor: one value per user for the id and each attribute, then the history
+        features' `history` values with their `lengths` (key-major, as a KeyedJaggedTensor lays them)."""
         n = users.shape[0]
         values = np.concatenate([users, attrs.T.reshape(-1), history])
         all_lengths = np.concatenate([np.ones(n * (1 + attrs.shape[1]), dtype=np.int64), lengths])
@@ -133,3 +164,19 @@ class UserFeatures:
             lengths=torch.from_numpy(all_lengths).to(torch.int32),
         )
         return UserBatch(kjt)
+
+
+def gap_buckets(gaps_us: np.ndarray) -> np.ndarray:
+    """Time-gap buckets of gaps in microseconds: floor(log2(1 + minutes)), capped below UNKNOWN_GAP. A log
+    scale, so that a minute and an hour differ as much as a day and two months."""
+    minutes = np.maximum(gaps_us, 0) / 60e6
+    return np.minimum(np.floor(np.log2(1.0 + minutes)), GAP_BUCKETS - 2).astype(np.int64)
+
+
+def _positions(items: np.ndarray, gaps: np.ndarray, present: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Values and lengths of the sequence features from (B, N) items and gap buckets, newest first: the N
+    item positions, then the N gap positions, each with one value for a user whose history reaches it."""
+    by_position = present.T
+    values = np.concatenate([items.T[by_position], np.asarray(gaps).T[by_position]]).astype(np.int64)
+    lengths = np.tile(by_position.reshape(-1), 2).astype(np.int64)
+    return values, lengths

@@ -80,11 +80,16 @@ class PreparedData:
 
 
 def prepare(
-    dataset: Dataset, split_config: SplitConfig, history_len: int, domains: DomainConfig | None = None
+    dataset: Dataset,
+    split_config: SplitConfig,
+    history_len: int,
+    domains: DomainConfig | None = None,
+    sequence: bool = False,
 ) -> PreparedData:
     """Vocabularies, the encoded and split events, the event log of user histories, training examples
     (of `training_parts`, with domain masks when `domains` is given) and validation/test queries (of
-    target events only when a target domain is configured: the transfer setting predicts the target)."""
+    target events only when a target domain is configured: the transfer setting predicts the target).
+    `sequence`: user histories as sequences (see `UserFeatures`)."""
     if split_config.given:
         check_given(dataset.interactions, split_config.column)
     vocabs = Vocabularies.build(dataset)
@@ -92,7 +97,7 @@ def prepare(
     cold = cold_item_indices(len(vocabs.items) - 1, split_config.cold_items, split_config.seed)
     log = EventLog(events["user_id"].to_numpy(), events["item_id"].to_numpy(), to_micros(events["timestamp"]))
     features = UserFeatures(
-        log, vocabs.user_attribute_matrix(dataset.users), sorted(vocabs.attributes), history_len
+        log, vocabs.user_attribute_matrix(dataset.users), sorted(vocabs.attributes), history_len, sequence
     )
     train = events.filter(pl.col(PART).is_in(training_parts(split_config.refit)) & ~pl.col("item_id").is_in(cold))
     evaluated = events.filter(pl.col(TARGET)) if domains is not None and domains.has_target else events

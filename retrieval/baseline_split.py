@@ -20,14 +20,15 @@ SeenRows = Callable[[np.ndarray, np.ndarray], list[np.ndarray]]  # (users, times
 
 
 def split_baselines(
-    data: PreparedData, seen_rows: SeenRows, refit: bool
+    data: PreparedData, seen_rows: SeenRows, refit: bool, progress: bool = False
 ) -> tuple[dict[str, ItemWeights], list[Tuned]]:
     """The baselines tuned on `data.valid` (fitted on the training part), then fitted for the test on
-    the parts the model trains on (`refit`: training and validation, as `data.split.refit` does)."""
+    the parts the model trains on (`refit`: training and validation, as `data.split.refit` does);
+    `progress` shows the tuning's bars."""
     valid = data.valid
     seen = seen_rows(valid.users, valid.times)
     targets = [np.setdiff1d(t - 1, s) for t, s in zip(valid.targets, seen)]
-    tuned = tune(_matrix(data, ("train",)), seen, targets)
+    tuned = tune(_matrix(data, ("train",)), seen, targets, progress=progress)
     return fit(_matrix(data, training_parts(refit)), tuned), tuned
 
 

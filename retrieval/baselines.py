@@ -13,7 +13,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
+from tqdm import tqdm
 
+from tandemrec.progress import blocks
 from tandemrec.retrieval.cold_start import exact_topk
 from tandemrec.retrieval.metrics import ranking_metrics
 
@@ -81,18 +83,24 @@ def item_knn(rows: np.ndarray, co: np.ndarray, neighbours: int) -> ItemWeights:
 
 
 def baseline_topk(
-    model: ItemWeights, history: Sequence[np.ndarray], k: int, fallback: np.ndarray | None = None
+    model: ItemWeights,
+    history: Sequence[np.ndarray],
+    k: int,
+    fallback: np.ndarray | None = None,
+    progress: bool = False,
+    desc: str = "baseline",
 ) -> np.ndarray:
     """Per user, the k best index rows by the summed weights of the history's rows, history excluded.
 
     Only the model's rows are ranked; a user whose history has none of them (no history, or only items
-    without training events) gets its `fallback` row (popularity) when given. Padded with -1."""
+    without training events) gets its `fallback` row (popularity) when given. Padded with -1. `progress`
+    shows a bar under `desc`."""
     everything = np.concatenate([model.rows, *(np.asarray(h, np.int64) for h in history)])
     position = np.full(int(everything.max(initial=-1)) + 1, -1)  # index row -> the model's column
     position[model.rows] = np.arange(len(model.rows))
     top = np.full((len(history), k), -1, dtype=np.int64)
-    for start in range(0, len(history), _USER_CHUNK):
-        chunk = history[start : start + _USER_CHUNK]
+    for start, stop in blocks(len(history), _USER_CHUNK, progress, desc):
+        chunk = history[start:stop]
         profile = np.zeros((len(chunk), len(model.rows)), np.float32)
         for i, rows in enumerate(chunk):
             known = position[np.asarray(rows, np.int64)]
@@ -124,10 +132,15 @@ BUILDERS: dict[str, tuple[Callable[[np.ndarray, np.ndarray, float], ItemWeights]
 
 
 def tune(
-    train: sp.csr_matrix, history: Sequence[np.ndarray], targets: Sequence[np.ndarray], k: int = 10
+    train: sp.csr_matrix,
+    history: Sequence[np.ndarray],
+    targets: Sequence[np.ndarray],
+    k: int = 10,
+    progress: bool = False,
 ) -> list[Tuned]:
     """Each baseline's setting with the best validation TUNED_ON (first on ties), fitted on `train`
-    and ranked for the validation queries (`history` seen before each, `targets` its unseen items)."""
+    and ranked for the validation queries (`history` seen before each, `targets` its unseen items);
+    `progress` shows a bar over each baseline's candidate settings (a fit and a ranking each)."""
     rows, co = gram(train)
     keep = [i for i, t in enumerate(targets) if len(t)]
     if not keep:
@@ -138,7 +151,7 @@ def tune(
     for name, (build, candidates) in BUILDERS.items():
         scores = {
             c: ranking_metrics(baseline_topk(build(rows, co, c), seen, k), wanted, (k,))[f"{TUNED_ON}@{k}"]
-            for c in candidates
+            for c in tqdm(candidates, desc=f"{name} tuning", unit="setting", disable=not progress)
         }
         tuned.append(Tuned(name, max(candidates, key=lambda c: scores[c]), scores))
     return tuned

@@ -14,6 +14,7 @@ from tandemrec.retrieval.arguments import check_k
 from tandemrec.retrieval.errors import RetrievalError
 from tandemrec.retrieval.filters import ItemFilter
 from tandemrec.retrieval.index import ItemIndex
+from tandemrec.retrieval.index_rows import all_found
 from tandemrec.retrieval.recommendations import Recommendations
 from tandemrec.retrieval.rwlock import ReadWriteLock
 
@@ -42,13 +43,22 @@ class ItemCatalogue:
         item_filter: ItemFilter | None = None,
         source: str = "model",
     ) -> list[Recommendations]:
-        """Top-k items per query vector, excluded rows and filtered-out items left out."""
+        """Top-k items per query vector, excluded rows and filtered-out items left out. The caller has
+        checked `queries` and `k` (see `ItemIndex.search_checked`)."""
         with self._lock.read():
-            positions, scores = self.index.search(queries, k, exclude, self._allowed(item_filter))
-            if (positions < 0).any():
-                return [self._result(p, s, source) for p, s in zip(positions, scores)]
-            ids = self.index.ids_at(positions).tolist()  # one lookup for the batch: the common, full case
-            return [Recommendations(row_ids, row, source) for row_ids, row in zip(ids, scores)]
+            positions, scores = self.index.search_checked(queries, k, exclude, self._allowed(item_filter))
+            return self._results(positions, scores, source)
+
+    def similar(self, item_ids: Sequence[str], k: int, item_filter: ItemFilter | None = None) -> list[Recommendations]:
+        """The k items nearest to each live item's stored vector, the item itself left out; ids and k
+        checked by the caller. One read lock for reading the vectors and searching: an item cannot be
+        removed in between."""
+        with self._lock.read():
+            rows = self.index.position(item_ids)
+            positions, scores = self.index.search_checked(
+                self.index.vectors(rows), k, rows[:, None], self._allowed(item_filter)
+            )
+            return self._results(positions, scores, "item")
 
     def rank(
         self,
@@ -143,6 +153,13 @@ class ItemCatalogue:
             return self.index.position(item_ids)
         except RetrievalError as err:
             raise RetrievalError(f"filter.{name}: {err}") from err
+
+    def _results(self, positions: np.ndarray, scores: np.ndarray, source: str) -> list[Recommendations]:
+        """A result per row of a search's (m, k) positions and scores (position -1: no item)."""
+        if not all_found(positions):
+            return [self._result(p, s, source) for p, s in zip(positions, scores)]
+        ids = self.index.ids_at(positions).tolist()  # one lookup for the batch: the common, full case
+        return [Recommendations(row_ids, row, source) for row_ids, row in zip(ids, scores)]
 
     def _result(self, positions: np.ndarray, scores: np.ndarray, source: str) -> Recommendations:
         keep = positions >= 0

@@ -12,6 +12,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from tandemrec.progress import blocks
+
 # Score-matrix cells computed at once (16 MiB of float32): bounds memory whatever the catalogue size.
 _CHUNK_CELLS = 1 << 22
 
@@ -22,22 +24,27 @@ def cold_rows(train_counts: np.ndarray) -> np.ndarray:
 
 
 def exact_topk(
-    queries: np.ndarray, vectors: np.ndarray, rows: np.ndarray, exclude: Sequence[np.ndarray], k: int
+    queries: np.ndarray,
+    vectors: np.ndarray,
+    rows: np.ndarray,
+    exclude: Sequence[np.ndarray],
+    k: int,
+    progress: bool = False,
+    desc: str = "ranking",
 ) -> np.ndarray:
     """Top-k index rows among `rows` per query by inner product, exactly, best first.
 
     `vectors[j]` is the vector of row `rows[j]` (`rows` sorted ascending), so the ranking can be limited
     to a shelf such as the cold items. `exclude[i]` holds rows never returned for query i (rows outside
     `rows` are ignored). Equal scores are ordered by row, except at the k-th place where the tie is broken
-    arbitrarily. Padded with -1 when fewer than k rows are eligible.
+    arbitrarily. Padded with -1 when fewer than k rows are eligible. `progress` shows a bar under `desc`.
     """
     rows = np.asarray(rows, dtype=np.int64)
     top = np.full((len(queries), k), -1, dtype=np.int64)
     if rows.size == 0:
         return top
     step = max(1, _CHUNK_CELLS // rows.size)
-    for start in range(0, len(queries), step):
-        stop = min(start + step, len(queries))
+    for start, stop in blocks(len(queries), step, progress, desc):
         scores = queries[start:stop] @ vectors.T
         _exclude(scores, rows, exclude[start:stop])
         top[start:stop, : min(k, rows.size)] = _best(scores, rows, k)
@@ -91,6 +98,8 @@ def content_knn_topk(
     k: int,
     rows: np.ndarray | None = None,
     fallback: np.ndarray | None = None,
+    progress: bool = False,
+    desc: str = "content knn",
 ) -> np.ndarray:
     """The content-kNN reference: items ranked by cosine, in the text encoder's space, to the user's history.
 
@@ -99,11 +108,11 @@ def content_knn_topk(
     Only `rows` are ranked (default: the whole catalogue). A user with no history has no content-kNN
     ranking: it gets its `fallback` row (the popularity ranking, over the full catalogue) when given;
     otherwise (the new-arrivals shelf, where every item ties in popularity at zero training events) its
-    scores all tie and its top-k is arbitrary.
+    scores all tie and its top-k is arbitrary. `progress` shows a bar under `desc`.
     """
     unit = unit_rows(features)
     rows = np.arange(len(unit)) if rows is None else np.asarray(rows, dtype=np.int64)
-    top = exact_topk(content_profiles(unit, history), unit[rows], rows, history, k)
+    top = exact_topk(content_profiles(unit, history), unit[rows], rows, history, k, progress, desc)
     if fallback is not None:
         empty = np.array([len(h) == 0 for h in history], dtype=bool)
         top[empty] = fallback[empty, :k]

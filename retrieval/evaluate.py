@@ -5,21 +5,26 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+from tqdm import tqdm
 
 from tandemrec.data.examples import EvalQueries
+from tandemrec.progress import blocks
 from tandemrec.retrieval.baselines import ItemWeights, baseline_topk
 from tandemrec.retrieval.cold_start import cold_exposure, content_knn_topk, exact_topk, random_ranking_metrics
 from tandemrec.retrieval.metrics import ranking_metrics
-from tandemrec.retrieval.retriever import Retriever
+from tandemrec.retrieval.retriever import USER_BATCH, Retriever
 
 EXPOSURE_K = 10  # cold exposure looks at the first page of results
 
 
-def popularity_topk(counts: np.ndarray, exclude: Sequence[np.ndarray], k: int) -> np.ndarray:
-    """Most frequent rows first, each user's excluded rows left out; ties broken by row."""
+def popularity_topk(
+    counts: np.ndarray, exclude: Sequence[np.ndarray], k: int, progress: bool = False
+) -> np.ndarray:
+    """Most frequent rows first, each user's excluded rows left out; ties broken by row. `progress`
+    shows a bar."""
     order = np.argsort(-counts, kind="stable")
     top = np.full((len(exclude), k), -1, dtype=np.int64)
-    for i, rows in enumerate(exclude):
+    for i, rows in enumerate(tqdm(exclude, desc="popularity", unit="user", disable=not progress)):
         head = order[: k + len(rows)]
         head = head[~np.isin(head, rows)][:k]
         top[i, : len(head)] = head
@@ -41,6 +46,7 @@ def evaluate(
     cold_rows: np.ndarray | None = None,
     text_features: np.ndarray | None = None,
     baselines: Mapping[str, ItemWeights] | None = None,
+    progress: bool = False,
 ) -> dict:
     """Metrics of the model and of its references on `queries`, with seen items excluded for all.
 
@@ -55,20 +61,22 @@ def evaluate(
     without training events, see `cold_start.cold_rows`) the metrics are also given for warm and cold
     targets apart, each next to the expected value of a random ranking; when some targets are cold, also
     the new-arrivals shelf (only the cold items ranked) and the cold exposure (are cold items shown as
-    often as they are wanted?).
+    often as they are wanted?). `progress` shows a bar for the users' embedding and each reference's ranking.
     """
     n_items = len(retriever.index)
     k_max = max(*ks, min(EXPOSURE_K, n_items))
     seen, targets = unseen_targets(retriever, queries)
-    vectors = retriever.embed_users(queries.users, queries.times)
+    vectors = embed_users(retriever, queries, progress)
     tops = {
         "tandemrec": retriever.index.search(vectors, k_max, exclude=seen)[0],
-        "popularity": popularity_topk(train_counts, seen, k_max),
+        "popularity": popularity_topk(train_counts, seen, k_max, progress),
     }
     if text_features is not None:
-        tops["content_knn"] = content_knn_topk(text_features, seen, k_max, fallback=tops["popularity"])
+        tops["content_knn"] = content_knn_topk(
+            text_features, seen, k_max, fallback=tops["popularity"], progress=progress
+        )
     for name, model in (baselines or {}).items():
-        tops[name] = baseline_topk(model, seen, k_max, fallback=tops["popularity"])
+        tops[name] = baseline_topk(model, seen, k_max, fallback=tops["popularity"], progress=progress, desc=name)
 
     result = compare(tops, targets, ks, n_items)
     if cold_rows is None or not len(cold_rows):
@@ -79,9 +87,12 @@ def evaluate(
     if not any(len(t) for t in cold):
         return result
     result["cold"] = compare(tops, cold, ks, n_items, n_eligible)
-    shelf = {"tandemrec": exact_topk(vectors, retriever.index.vectors(cold_rows), cold_rows, seen, k_max)}
+    cold_vectors = retriever.index.vectors(cold_rows)
+    shelf = {"tandemrec": exact_topk(vectors, cold_vectors, cold_rows, seen, k_max, progress, "new arrivals")}
     if text_features is not None:
-        shelf["content_knn"] = content_knn_topk(text_features, seen, k_max, rows=cold_rows)
+        shelf["content_knn"] = content_knn_topk(
+            text_features, seen, k_max, rows=cold_rows, progress=progress, desc="new arrivals content knn"
+        )
     shelf_size = len(cold_rows) - np.array([np.isin(s, cold_rows).sum() for s in seen])
     result["new_arrivals"] = {**compare(shelf, cold, ks, None, shelf_size), "items": len(cold_rows)}
     evaluated = [i for i, t in enumerate(targets) if len(t)]
@@ -89,6 +100,16 @@ def evaluate(
         {name: top[evaluated] for name, top in tops.items()}, [targets[i] for i in evaluated], cold_rows, EXPOSURE_K
     )
     return result
+
+
+def embed_users(retriever: Retriever, queries: EvalQueries, progress: bool = False) -> np.ndarray:
+    """The queries' user vectors, as `retriever.embed_users` gives them; embedded one batch of users at a
+    time (the same batches, so the same vectors) so that `progress` can show a bar over every user."""
+    parts = [
+        retriever.embed_users(queries.users[start:stop], queries.times[start:stop])
+        for start, stop in blocks(len(queries.users), USER_BATCH, progress, "evaluated users")
+    ]
+    return np.concatenate(parts) if parts else retriever.embed_users(queries.users, queries.times)
 
 
 def compare(

@@ -12,18 +12,20 @@ safe; `add` and `remove` must not overlap them (`ItemCatalogue` serialises them 
 
 from __future__ import annotations
 
-from collections import Counter
 from pathlib import Path
 from typing import Any, Sequence
 
 import faiss
 import numpy as np
+from faiss import swig_ptr
 
 from tandemrec.retrieval.arguments import check_k, matrix
 from tandemrec.retrieval.errors import RetrievalError
 from tandemrec.retrieval.index_files import RESERVED_KEYS, read_index, write_index
 from tandemrec.retrieval.index_gpu import train_and_add
-from tandemrec.retrieval.index_rows import check_positions, exclusions
+from tandemrec.retrieval.index_rows import (
+    Exclusions, all_found, bitmap_selector, check_ids, check_positions, object_array, one_query_exclusions,
+)
 
 _SHOWN = 10  # how many offending ids an error message lists
 # A filter that leaves at most this many rows is answered by exact search over those rows: cheaper than
@@ -47,7 +49,7 @@ class ItemIndex:
             raise RetrievalError(
                 f"index must use METRIC_INNER_PRODUCT, got metric type {index.metric_type}"
             )
-        ids = _check_ids(ids, "ids", allow_removed=True)
+        ids = check_ids(ids, "ids", allow_removed=True)
         if index.ntotal != len(ids):
             raise RetrievalError(f"index holds {index.ntotal} vectors but {len(ids)} ids were given")
         metadata = dict(metadata or {})
@@ -57,7 +59,7 @@ class ItemIndex:
         self._index = index
         self._dim = index.d  # read once: every SWIG attribute access costs a search of one query a microsecond
         self._ivf = faiss.try_extract_index_ivf(index) if isinstance(index, faiss.Index) else None
-        self._ids = _object_array(ids)  # numpy, so that a batch of results maps to ids in one step
+        self._ids = object_array(ids)  # numpy, so that a batch of results maps to ids in one step
         self._positions = {item_id: i for i, item_id in enumerate(ids) if item_id is not None}
         self._removed = np.fromiter((i is None for i in ids), dtype=bool, count=len(ids))
         self._metadata = metadata
@@ -86,7 +88,7 @@ class ItemIndex:
         it is saved and searched. IVF kinds get a direct map, so stored vectors can be read back.
         """
         vectors = matrix(vectors, "vectors", None)
-        ids = _check_ids(ids, "ids")  # before any training, which may be slow
+        ids = check_ids(ids, "ids")  # before any training, which may be slow
         if len(ids) != vectors.shape[0]:
             raise RetrievalError(f"vectors has {vectors.shape[0]} rows but {len(ids)} ids were given")
         try:
@@ -215,18 +217,24 @@ class ItemIndex:
         query to the rows it marks (a filter). Removed rows are never returned. Each row still gets k results
         whenever k eligible items exist; otherwise it is padded with position -1 and score -inf.
         """
-        queries = matrix(queries, "queries", self.dim)
-        k = check_k(k, self.live_count)
+        return self.search_checked(matrix(queries, "queries", self.dim), check_k(k, self.live_count), exclude, allowed)
+
+    def search_checked(
+        self, queries: np.ndarray, k: int, exclude: Sequence[np.ndarray] | None, allowed: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """`search` of queries already checked by the caller: a C-contiguous, finite float32 (m, dim) matrix
+        (`arguments.matrix`) and k a Python int in [1, live_count] (`arguments.check_k`); the Retriever
+        checks its arguments once, before any work, and a second check would cost a one-query search 5%."""
+        first = None  # the common case (every row eligible, no or one query) costs one FAISS call and little more
+        if allowed is None and self._live is None and (exclude is None or len(queries) == 1):
+            found, first = self._one_pass(queries, k, exclude)
+            if found is not None:
+                return found
         n, m = len(self), queries.shape[0]
         eligible, bits = self._eligible_rows(allowed)
         n_eligible = n if eligible is None else self.live_count if eligible is self._live else int(eligible.sum())
         run = self._searcher(eligible, bits, n_eligible)
-        first = None  # the common case (no exclusions, no filter) costs one FAISS call and nothing more
-        if exclude is None and eligible is None:
-            first = run(queries, k, 1)
-            if (first[1] >= 0).all():
-                return first[1], first[0]
-        excluded = exclusions(exclude, m, n, eligible)
+        excluded = Exclusions(exclude, m, n, eligible)
         # Per-query bookkeeping in Python lists: for one query, each numpy call here would cost more than the
         # list; for a batch, the lists are a sliver of the search.
         wanted = [min(k, n_eligible - count) for count in excluded.count]
@@ -246,10 +254,38 @@ class ItemIndex:
             pending = [i for i, got in zip(pending, found) if got < wanted[i]]
         return positions, scores
 
+    def _one_pass(
+        self, queries: np.ndarray, k: int, exclude: Sequence[np.ndarray] | None
+    ) -> tuple[tuple[np.ndarray, np.ndarray] | None, tuple[np.ndarray, np.ndarray, bool]]:
+        """The common case of `search`, every row eligible and no or one query: FAISS's own top results,
+        past a lone query's exclusions (a handful, checked as a set), in one call and a few Python steps;
+        and that call's raw (scores, positions, saturated). The result is None when some query is left
+        short of k (an approximate index probed too little, or too many of its results were excluded): the
+        widening search then goes on from the raw call, which is its own first pass."""
+        banned = set() if exclude is None else one_query_exclusions(exclude, len(self._ids))
+        params, saturated = self._plain_params
+        scores, positions = self._faiss_search(queries, min(len(self._ids), k + len(banned)), params)
+        raw = scores, positions, saturated
+        if not banned:
+            return ((positions, scores) if all_found(positions) else None), raw
+        listed = positions[0].tolist()
+        kept = [j for j, p in enumerate(listed) if p not in banned][:k]
+        if len(kept) < k or listed[kept[-1]] < 0:
+            return None, raw
+        return (positions[:, kept], scores[:, kept]), raw
+
+    def _faiss_search(self, queries: np.ndarray, budget: int, params) -> tuple[np.ndarray, np.ndarray]:
+        """FAISS's search on checked queries (C-contiguous float32, the index's dim), through its C entry
+        point: its Python wrapper would check them again, a tenth of a one-query IVF search."""
+        m = len(queries)
+        scores, positions = np.empty((m, budget), dtype=np.float32), np.empty((m, budget), dtype=np.int64)
+        self._index.search_c(m, swig_ptr(queries), budget, swig_ptr(scores), swig_ptr(positions), params)
+        return scores, positions
+
     def add(self, vectors: np.ndarray, ids: Sequence[str]) -> None:
         """Append items with new ids (no retraining of the index); ids already live are refused."""
         vectors = matrix(vectors, "vectors", self.dim)
-        ids = _check_ids(ids, "ids")
+        ids = check_ids(ids, "ids")
         if len(ids) != vectors.shape[0]:
             raise RetrievalError(f"vectors has {vectors.shape[0]} rows but {len(ids)} ids were given")
         existing = [i for i in ids if i in self._positions]
@@ -257,7 +293,7 @@ class ItemIndex:
             raise RetrievalError(f"ids: {len(existing)} already in the index, e.g. {existing[:_SHOWN]}")
         self._index.add(vectors)
         self._positions.update((item_id, len(self._ids) + j) for j, item_id in enumerate(ids))
-        self._ids = np.concatenate([self._ids, _object_array(ids)])
+        self._ids = np.concatenate([self._ids, object_array(ids)])
         self._removed = np.concatenate([self._removed, np.zeros(len(ids), dtype=bool)])
         self._refresh_search_state()
 
@@ -266,7 +302,7 @@ class ItemIndex:
 
         Returns the rows removed. Unknown or already removed ids are refused and nothing is removed.
         """
-        positions = self.position(_check_ids(ids, "ids"))
+        positions = self.position(check_ids(ids, "ids"))
         for p in positions.tolist():
             del self._positions[self._ids[p]]
             self._ids[p] = None
@@ -303,7 +339,7 @@ class ItemIndex:
         searches share them; `add`, `remove` and `set_search_params` replace them."""
         self._live = ~self._removed if self._removed.any() else None
         self._live_bits = None if self._live is None else np.packbits(self._live, bitorder="little")
-        self._live_selector = None if self._live_bits is None else _bitmap_selector(self._live_bits)
+        self._live_selector = None if self._live_bits is None else bitmap_selector(self._live_bits)
         self._plain_params = self._search_parameters(self._live_selector, 1, 1)
 
     def _eligible_rows(self, allowed: np.ndarray | None) -> tuple[np.ndarray | None, np.ndarray | None]:
@@ -334,7 +370,7 @@ class ItemIndex:
                 return scores, np.where(local >= 0, rows[np.maximum(local, 0)], -1), True
 
             return exact
-        selector = self._live_selector if bits is self._live_bits else _bitmap_selector(bits)
+        selector = self._live_selector if bits is self._live_bits else bitmap_selector(bits)
         # A graph search that may only return a few rows needs a longer candidate list to find them.
         boost = max(1, len(self) // max(n_eligible, 1))
         plain = selector is self._live_selector and boost == 1
@@ -343,11 +379,7 @@ class ItemIndex:
             params, saturated = (
                 self._plain_params if plain and scale == 1 else self._search_parameters(selector, scale, boost)
             )
-            if params is None:
-                scores, positions = self._index.search(queries, budget)
-            else:
-                scores, positions = self._index.search(queries, budget, params=params)
-            return scores, positions, saturated
+            return (*self._faiss_search(queries, budget, params), saturated)
 
         return approximate
 
@@ -360,31 +392,3 @@ class ItemIndex:
             ef = self._search["efSearch"] * scale * boost
             return faiss.SearchParametersHNSW(sel=selector, efSearch=ef), ef >= len(self)
         return (None if selector is None else faiss.SearchParameters(sel=selector)), True
-
-
-def _bitmap_selector(bits: np.ndarray | None) -> "faiss.IDSelector | None":
-    """A FAISS selector of the rows whose bit is set in `bits` (None: no selector, every row)."""
-    if bits is None:
-        return None
-    selector = faiss.IDSelectorBitmap(bits.size, faiss.swig_ptr(bits))
-    selector.referenced_objects = [bits]  # the bitmap must outlive the selector
-    return selector
-
-
-def _object_array(ids: list[str | None]) -> np.ndarray:
-    array = np.empty(len(ids), dtype=object)
-    array[:] = ids
-    return array
-
-
-def _check_ids(ids: Sequence[str | None], name: str, allow_removed: bool = False) -> list[str | None]:
-    if isinstance(ids, str):
-        raise RetrievalError(f"{name} must be a sequence of string ids, got a single string")
-    ids = list(ids)
-    not_str = [i for i in ids if not isinstance(i, str) and not (allow_removed and i is None)]
-    if not_str:
-        raise RetrievalError(f"{name} must be strings, got e.g. {not_str[:_SHOWN]!r}")
-    repeated = [i for i, count in Counter(ids).items() if count > 1 and i is not None]
-    if repeated:
-        raise RetrievalError(f"{name} must be unique; repeated: {repeated[:_SHOWN]}")
-    return ids

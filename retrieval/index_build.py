@@ -8,10 +8,12 @@ refuses (or warns about) an index that still misses it.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 
 import faiss
 import numpy as np
+from tqdm import tqdm
 
 from tandemrec.retrieval.config import IndexConfig
 from tandemrec.retrieval.errors import RetrievalError
@@ -32,6 +34,7 @@ def build_tuned_index(
     config: IndexConfig,
     metadata: dict | None = None,
     seed: int = 0,
+    progress: bool = False,
 ) -> ItemIndex:
     """An index of `config.kind` over `vectors`, its recall@10 on a sample of `queries` in its metadata.
 
@@ -39,6 +42,9 @@ def build_tuned_index(
     fixed, doubles until recall@10 reaches `config.min_recall`, the search is exhaustive, or doubling
     stops paying (less than MIN_GAIN recall: PQ codes cap recall whatever the search). Below the
     target the build raises RetrievalError (on_low_recall="error") or logs a warning ("warn").
+
+    `progress` shows a bar over the build's stages (FAISS trains and adds in one call each, with no progress
+    of its own) and one over the tuning's doublings of the search parameter.
     """
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     queries = np.ascontiguousarray(queries, dtype=np.float32)
@@ -52,25 +58,33 @@ def build_tuned_index(
     search = {name: fixed.get(name, value) for name, value in plan.search.items()}
     # FAISS builds in one call with no progress of its own (minutes for HNSW over millions): say what runs.
     log.info("index %s (%s): building over %d vectors of dim %d", plan.kind, plan.factory, *vectors.shape)
-    index = ItemIndex.build(
-        vectors, ids, plan.factory, {**(metadata or {}), "kind": plan.kind},
-        search=search, train_size=plan.train_size, ef_construction=plan.ef_construction, seed=seed,
-    )
-    rng = np.random.default_rng(seed)
-    sample = queries[np.sort(rng.choice(len(queries), min(len(queries), config.recall_queries), replace=False))]
-    k = min(RECALL_K, len(index))
-    _, exact = faiss.knn(sample, vectors, k, metric=faiss.METRIC_INNER_PRODUCT)
-    recall = ann_recall_at_k(index, sample, exact)
+    with tqdm(total=3, desc="index build", unit="stage", disable=not progress) as bar:  # build, exact, recall
+        index = ItemIndex.build(
+            vectors, ids, plan.factory, {**(metadata or {}), "kind": plan.kind},
+            search=search, train_size=plan.train_size, ef_construction=plan.ef_construction, seed=seed,
+        )
+        bar.update()
+        rng = np.random.default_rng(seed)
+        sample = queries[np.sort(rng.choice(len(queries), min(len(queries), config.recall_queries), replace=False))]
+        k = min(RECALL_K, len(index))
+        _, exact = faiss.knn(sample, vectors, k, metric=faiss.METRIC_INNER_PRODUCT)
+        bar.update()
+        recall = ann_recall_at_k(index, sample, exact)
+        bar.update()
     limits = index.search_param_limits
-    for name in set(search) - set(fixed):
-        while recall < config.min_recall and search[name] < limits[name]:
-            wider = min(limits[name], 2 * search[name])
-            index.set_search_params(**{name: wider})
-            gained = ann_recall_at_k(index, sample, exact) - recall
-            if gained < MIN_GAIN:  # the codes, not the search, limit recall now: searching wider only costs
-                index.set_search_params(**{name: search[name]})
-                break
-            search[name], recall = wider, recall + gained
+    tuned = set(search) - set(fixed)
+    doublings = sum(max(0, math.ceil(math.log2(limits[name] / search[name]))) for name in tuned)  # at most
+    with tqdm(total=doublings, desc="index tuning", unit="step", disable=not progress or not doublings) as bar:
+        for name in tuned:
+            while recall < config.min_recall and search[name] < limits[name]:
+                wider = min(limits[name], 2 * search[name])
+                index.set_search_params(**{name: wider})
+                gained = ann_recall_at_k(index, sample, exact) - recall
+                bar.update()
+                if gained < MIN_GAIN:  # the codes, not the search, limit recall now: searching wider only costs
+                    index.set_search_params(**{name: search[name]})
+                    break
+                search[name], recall = wider, recall + gained
     index.annotate(recall_at_10=round(recall, 4), recall_queries=len(sample), min_recall=config.min_recall)
     log.info(
         "index %s (%s, %s): recall@%d %.4f on %d user queries", plan.kind, plan.factory, search, k, recall, len(sample)

@@ -1,21 +1,25 @@
-"""Per-query exclusions for `ItemIndex.search`: which raw FAISS results a query may keep.
+"""The rows of an item index: per-query exclusions for `ItemIndex.search` (which raw FAISS results a query
+may keep), the FAISS selector of a row bitmap, and the checks of the ids that name the rows.
 
 FAISS has one selector per call, shared by every query of a batch, so a filter (the same rows for all
 queries) becomes a selector while per-query exclusions (each user's seen items) are applied here, on
 over-fetched results: each excluded (query, row) pair is one sorted int64 key, so a batch is checked with
-a single `np.isin`. A lone query (a one-query call of the Retriever) is checked against a Python set
-instead: for ten-odd results that is several times cheaper than the batch's dozen numpy calls.
+a single `np.isin`. A lone query over every row (a one-query call of the Retriever) is checked against a
+Python set instead: for ten-odd results that is several times cheaper than the batch's dozen numpy calls.
 """
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
+import faiss
 import numpy as np
 
 from tandemrec.retrieval.errors import RetrievalError
 
 _FEW = 64
+_SHOWN = 10  # how many offending ids an error message lists
 
 
 def check_positions(positions: Any, name: str, n: int) -> np.ndarray:
@@ -58,33 +62,19 @@ class Exclusions:
         return positions, scores, found.tolist()
 
 
-class OneQueryExclusions(Exclusions):
-    """`Exclusions` of a search with a single query, kept as a set: the same results, fewer numpy calls."""
-
-    def __init__(self, exclude: Sequence[np.ndarray] | None, m: int, n: int, eligible: np.ndarray | None) -> None:
-        _check_one_per_query(exclude, m)
-        self.banned = set() if exclude is None else set(check_positions(exclude[0], "exclude[0]", n).tolist())
-        counted = len(self.banned)
-        if eligible is not None and counted:
-            counted = int(np.count_nonzero(eligible[list(self.banned)]))
-        self.count = [counted]
-
-    def first_eligible(
-        self, raw_positions: np.ndarray, raw_scores: np.ndarray, rows: np.ndarray | None, k: int
-    ) -> tuple[np.ndarray, np.ndarray, list[int]]:
-        banned, listed = self.banned, raw_positions[0].tolist()
-        kept = [i for i, p in enumerate(listed) if p >= 0 and p not in banned][:k]
-        if len(kept) == k and kept[-1] == k - 1:  # nothing excluded among the first k: FAISS's own answer
-            return raw_positions[:, :k], raw_scores[:, :k], [k]
-        pad, scored = k - len(kept), raw_scores[0].tolist()
-        positions = np.array([[listed[i] for i in kept] + [-1] * pad], dtype=np.int64)
-        scores = np.array([[scored[i] for i in kept] + [-np.inf] * pad], dtype=np.float32)
-        return positions, scores, [len(kept)]
+def all_found(positions: np.ndarray) -> bool:
+    """Whether every row of a search's (m, k) positions holds k results: a short row is padded with -1 at its
+    end, by FAISS and by `first_eligible` alike. A lone row is read as a scalar, a tenth of numpy's `all`."""
+    if len(positions) == 1:
+        return bool(positions[0, -1] >= 0)
+    return bool((positions[:, -1] >= 0).all())
 
 
-def exclusions(exclude: Sequence[np.ndarray] | None, m: int, n: int, eligible: np.ndarray | None) -> Exclusions:
-    """The exclusions of a search of m queries over n rows (see `Exclusions`)."""
-    return (OneQueryExclusions if m == 1 else Exclusions)(exclude, m, n, eligible)
+def one_query_exclusions(exclude: Sequence[np.ndarray], n: int) -> set[int]:
+    """The excluded positions of a search with a single query, as a set: for a one-query call's handful of
+    results, cheaper than the batch's sorted keys and dozen numpy calls (see `ItemIndex._one_pass`)."""
+    _check_one_per_query(exclude, 1)
+    return set(check_positions(exclude[0], "exclude[0]", n).tolist())
 
 
 def exclusion_keys(
@@ -124,3 +114,33 @@ def first_eligible(
     found = positions >= 0
     scores[found] = raw_scores[:, :width][found[:, :width]]
     return positions, scores, found.sum(axis=1)
+
+
+def bitmap_selector(bits: np.ndarray | None) -> "faiss.IDSelector | None":
+    """A FAISS selector of the rows whose bit is set in `bits` (None: no selector, every row)."""
+    if bits is None:
+        return None
+    selector = faiss.IDSelectorBitmap(bits.size, faiss.swig_ptr(bits))
+    selector.referenced_objects = [bits]  # the bitmap must outlive the selector
+    return selector
+
+
+def object_array(ids: list[str | None]) -> np.ndarray:
+    """`ids` as a numpy object array, so that a batch of result rows maps to ids in one step."""
+    array = np.empty(len(ids), dtype=object)
+    array[:] = ids
+    return array
+
+
+def check_ids(ids: Sequence[str | None], name: str, allow_removed: bool = False) -> list[str | None]:
+    """`ids` as a list of unique strings (None allowed for removed rows); RetrievalError naming `name`."""
+    if isinstance(ids, str):
+        raise RetrievalError(f"{name} must be a sequence of string ids, got a single string")
+    ids = list(ids)
+    not_str = [i for i in ids if not isinstance(i, str) and not (allow_removed and i is None)]
+    if not_str:
+        raise RetrievalError(f"{name} must be strings, got e.g. {not_str[:_SHOWN]!r}")
+    repeated = [i for i, count in Counter(ids).items() if count > 1 and i is not None]
+    if repeated:
+        raise RetrievalError(f"{name} must be unique; repeated: {repeated[:_SHOWN]}")
+    return ids

@@ -11,7 +11,7 @@ import numpy as np
 import polars as pl
 
 from tandemrec.data.behaviour_features import (
-    FEATURES, TIME, FeatureSettings, OutcomeLabel, feature_matrix, outcome_history, pair_features,
+    FEATURES, TIME, FeatureSettings, OutcomeLabel, feature_matrix, history_tables, outcome_history, pair_features,
 )
 from tandemrec.data.dataset import Dataset
 from tandemrec.data.vocabularies import Vocabularies
@@ -26,6 +26,7 @@ class OutcomeRanker:
         self.history = history
         self.settings = FeatureSettings(**model.settings)
         self.now = int(history[TIME].max()) + 1 if history.height else 0
+        self.tables = history_tables(history, self.settings)  # once: every call only joins its pairs to them
 
     @property
     def outcome(self) -> str:
@@ -47,5 +48,5 @@ class OutcomeRanker:
         with vector `vectors[i]` and catalogue row `rows[i]` (item index rows[i] + 1)."""
         pairs = pl.DataFrame({"user_id": users.astype(np.int64), "item_id": rows.astype(np.int64) + 1,
                               TIME: np.full(len(rows), self.now, dtype=np.int64)})
-        features = pair_features(self.history, pairs, self.settings, vectors, catalogue)
+        features = pair_features(self.tables, pairs, self.settings, vectors, catalogue)
         return self.model.probabilities(feature_matrix(features, self.model.features))

@@ -127,6 +127,7 @@ class Retriever(DescribedUsers, UserRanking, ContentSearch):
             vocabs.user_attribute_matrix(dataset.users),
             sorted(vocabs.attributes),
             model.config.user.history_len,
+            model.config.user.sequence,
         )
         index = ItemIndex.load(paths.index, expect_dim=model.config.dim, expect_model_hash=towers)
         try:
@@ -301,8 +302,7 @@ class Retriever(DescribedUsers, UserRanking, ContentSearch):
 
     def _similar_items(self, item_ids: list[str], k: int, item_filter: ItemFilter | None) -> list[Recommendations]:
         """`similar_items_batch` once its arguments are checked (the one-query form checks its own)."""
-        rows, vectors = self.items.vectors_of(item_ids)
-        return self.items.search(vectors, k, [row[None] for row in rows], item_filter, "item")
+        return self.items.similar(item_ids, k, item_filter)
 
     def search_vectors(
         self, vectors: np.ndarray, k: int = 10, filter: ItemFilter | None = None

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 
 class ReadWriteLock:
     def __init__(self) -> None:
-        self._cond = threading.Condition()
+        self._cond = threading.Condition(threading.Lock())  # never re-entered: a plain lock is cheaper
         self._readers = 0
         self._writing = False
         self._writers_waiting = 0
@@ -33,7 +33,7 @@ class ReadWriteLock:
     def _exit_read(self) -> None:
         with self._cond:
             self._readers -= 1
-            if self._readers == 0:
+            if self._readers == 0 and self._writers_waiting:  # readers only ever wait for writers
                 self._cond.notify_all()
 
     @contextmanager

@@ -21,11 +21,12 @@ from dataclasses import asdict
 
 import numpy as np
 import polars as pl
+from tqdm import tqdm
 
 from tandemrec.config import RunConfig
 from tandemrec.data.behaviour_features import (
-    FEATURES, OUTCOME, TIME, FeatureSettings, OutcomeLabel, feature_matrix, outcome_history, pair_features,
-    settings_from,
+    FEATURES, OUTCOME, TIME, FeatureSettings, OutcomeLabel, feature_matrix, history_tables, outcome_history,
+    pair_features, settings_from,
 )
 from tandemrec.data.behaviour_pairs import BehaviourPairs, state_vectors, with_negatives
 from tandemrec.data.dataset import Dataset
@@ -129,7 +130,7 @@ def with_features(
 ) -> pl.DataFrame:
     """`pairs` with every FEATURES column, the towers' at the user's state just before the pair's time."""
     users = state_vectors(retriever.embed_users, pairs["user_id"].to_numpy(), pairs[TIME].to_numpy())
-    return pair_features(history, pairs, settings, users, catalogue)
+    return pair_features(history_tables(history, settings), pairs, settings, users, catalogue)
 
 
 def _sample(frame: pl.DataFrame, at_most: int, seed: int) -> pl.DataFrame:
@@ -185,11 +186,14 @@ def _sampled(
                          OUTCOME: 0.0, INTERACTED: 0.0})
 
 
-def fit_outcome_model(run: Run, retriever: Retriever, behaviour: BehaviourConfig) -> OutcomeModel | None:
+def fit_outcome_model(
+    run: Run, retriever: Retriever, behaviour: BehaviourConfig, progress: bool = False
+) -> OutcomeModel | None:
     """Fit, choose and calibrate the outcome model on a run (`retriever`: the run's, whose candidates it
     learns to rerank), measure it on the test part, and save the model, the pairs with their features and
     the evaluation in RUN/behaviour/, the reliability plot in RUN/plots/. None (and nothing written) when
-    the run has nothing conditional to predict."""
+    the run has nothing conditional to predict. `progress` shows a bar over its stages: the pairs and their
+    features (the retriever's candidates, the users' vectors), the scorers' fits, the test evaluation."""
     config, dataset, queries = run.config, run.dataset, run.data.test
     label = outcome_label(config, event_types_rarest_first(dataset), behaviour.outcome)
     if label is None:
@@ -200,33 +204,37 @@ def fit_outcome_model(run: Run, retriever: Retriever, behaviour: BehaviourConfig
     settings = settings_from(history.filter(pl.col(PART) == "train"))
     popularity = np.bincount(history.filter(pl.col(PART) == "train")["item_id"].to_numpy() - 1,
                              minlength=len(retriever.index))
-    pairs = build_pairs(history, settings, retriever, behaviour, popularity)
-    tasks = {
-        (part, task): task_rows(pairs, part, task)
-        for part in ("train", "valid", "test") for task in ("conditional", "relevance", "ranking")
-    }
-    kinds = available_kinds(behaviour.models)
-    if not kinds:
-        raise DataError("behaviour.models: none of the scorer kinds can be fitted here (is lightgbm installed?)")
-    chosen, losses = {}, {}
-    for task in ("conditional", "relevance"):
-        x_va, y_va, users_va = tasks["valid", task]
-        chosen[task], losses[task] = choose_scorer(
-            FEATURES, tasks["train", task][:2], (x_va, y_va), user_halves(users_va, behaviour.seed),
-            behaviour.seed, kinds,
+    with tqdm(total=3, desc="outcome model", unit="stage", disable=not progress) as bar:  # pairs, fit, evaluate
+        pairs = build_pairs(history, settings, retriever, behaviour, popularity)
+        bar.update()
+        tasks = {
+            (part, task): task_rows(pairs, part, task)
+            for part in ("train", "valid", "test") for task in ("conditional", "relevance", "ranking")
+        }
+        kinds = available_kinds(behaviour.models)
+        if not kinds:
+            raise DataError("behaviour.models: none of the scorer kinds can be fitted here (is lightgbm installed?)")
+        chosen, losses = {}, {}
+        for task in ("conditional", "relevance"):
+            x_va, y_va, users_va = tasks["valid", task]
+            chosen[task], losses[task] = choose_scorer(
+                FEATURES, tasks["train", task][:2], (x_va, y_va), user_halves(users_va, behaviour.seed),
+                behaviour.seed, kinds,
+            )
+        bar.update()
+        model = OutcomeModel(
+            label.name, asdict(label), list(FEATURES), asdict(settings), run.model_hash, chosen["conditional"],
+            chosen["relevance"],
+            {"valid_log_loss": losses,
+             "train_rows": {task: len(tasks["train", task][1]) for task in ("conditional", "relevance")},
+             "seconds": round(time.perf_counter() - start, 1)},
         )
-    model = OutcomeModel(
-        label.name, asdict(label), list(FEATURES), asdict(settings), run.model_hash, chosen["conditional"],
-        chosen["relevance"],
-        {"valid_log_loss": losses,
-         "train_rows": {task: len(tasks["train", task][1]) for task in ("conditional", "relevance")},
-         "seconds": round(time.perf_counter() - start, 1)},
-    )
-    folder = run.folder.behaviour
-    model.save(folder)
-    with atomic_path(folder / PAIRS_FILE) as tmp:
-        pairs.write_parquet(tmp)
-    evaluation = evaluate_outcome(model, tasks, pairs, history, retriever, kinds, behaviour.seed, queries)
+        folder = run.folder.behaviour
+        model.save(folder)
+        with atomic_path(folder / PAIRS_FILE) as tmp:
+            pairs.write_parquet(tmp)
+        evaluation = evaluate_outcome(model, tasks, pairs, history, retriever, kinds, behaviour.seed, queries)
+        bar.update()
     evaluation["summary"] = model.summary
     atomic_write_json(folder / EVALUATION, evaluation)
     reliability_plot(evaluation["conditional"][CHOSEN]["reliability"], f"P({label.name} | interaction), test pairs",

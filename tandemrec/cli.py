@@ -122,7 +122,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     from tandemrec.demo import metrics_table
     from tandemrec.jobs import evaluate_run
 
-    print(metrics_table(evaluate_run(args.run_dir, part=args.part)))
+    print(metrics_table(evaluate_run(args.run_dir, part=args.part, progress=True)))
     return 0
 
 
@@ -162,7 +162,7 @@ def _behaviour(args: argparse.Namespace) -> int:
     from tandemrec.run import Run
 
     config = Run(args.run_dir).config.behaviour
-    head = train_behaviour(args.run_dir, override_section(config, "behaviour", args.overrides))
+    head = train_behaviour(args.run_dir, override_section(config, "behaviour", args.overrides), progress=True)
     summary = head.config.summary
     print(
         f"behaviour head for {head.outputs}: {summary['train_pairs']} training pairs "
@@ -190,7 +190,7 @@ def _profile(args: argparse.Namespace) -> int:
     from tandemrec.profile_job import profile_run
     from tandemrec.retrieval.profiles import segments_markdown
 
-    result = profile_run(args.run_dir, args.segments, args.seed)
+    result = profile_run(args.run_dir, args.segments, args.seed, progress=True)
     ari = result.get("ari_main_class")
     print(segments_markdown(result["table"], "" if ari is None else f"adjusted Rand index vs planted tastes: {ari:.3f}"))
     print(f"wrote {Path(args.run_dir) / 'profiles'} and {Path(args.run_dir) / 'plots' / 'user_map.png'}")

@@ -92,14 +92,14 @@ def run_demo(
 
     The report (the training outcome, the metrics table, example recommendations, the run folder) goes to
     `show` one block at a time, as each is ready: logged at INFO by default, printed by `tandemrec demo`.
-    `progress` shows the bars of training and embedding."""
+    `progress` shows the bars of training, embedding, indexing and evaluating."""
     start = time.perf_counter()
     clear_run(run_dir)
     result = train(config, run_dir, progress=progress)
     show(f"trained {result.epochs_run} epochs, best epoch {result.best_epoch} "
          f"(validation recall@{config.train.eval_k} {result.best_recall:.4f})")
     build_index(run_dir, progress=progress)
-    metrics = evaluate_run(run_dir)
+    metrics = evaluate_run(run_dir, progress=progress)
     show("\n" + metrics_table(metrics))
     retriever = Retriever.load(run_dir)
     titles = dict(zip(retriever.catalogue["item_id"].to_list(), retriever.catalogue["title"].to_list()))

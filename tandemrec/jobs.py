@@ -104,7 +104,7 @@ def train(config: RunConfig, run_dir: str | Path, progress: bool = True, resume:
     settings: that is checked before anything in the run is written.
     """
     run = Run(run_dir, config)
-    env = distributed.init(config.train.device)
+    env = distributed.init(config.train.device, config.train.cpu_threads)
     try:
         if resume:
             _check_resumable(config, run.folder)
@@ -132,7 +132,7 @@ def train(config: RunConfig, run_dir: str | Path, progress: bool = True, resume:
         if env.rank == 0:  # before anything reads the saved model: placing new items changes its hash
             log.info(place_new_items(run.folder.model, content, data, config.train.new_item_exposure).summary())
         if config.behaviour.enabled and env.rank == 0:
-            fit_run_behaviour(run, config.behaviour, content)
+            fit_run_behaviour(run, config.behaviour, content, progress)
         return result
     finally:
         distributed.shutdown(env)
@@ -150,7 +150,7 @@ def sized(config: RunConfig, vocabs: Vocabularies) -> RunConfig:
 
 
 # Settings that may change between a checkpoint and its resumption: how long, where and how often.
-RESUMABLE_CHANGES = ("epochs", "patience", "device", "sharding", "table_sharding", "checkpoint_every", "keep_checkpoints", "encode_batch_size", "init_from")
+RESUMABLE_CHANGES = ("epochs", "patience", "device", "sharding", "table_sharding", "checkpoint_every", "keep_checkpoints", "encode_batch_size", "init_from", "cpu_threads")
 
 
 def fingerprint(config: RunConfig) -> dict:
@@ -237,14 +237,14 @@ def build_index(
     """Embed the catalogue and the users, export both as Parquet, and build the index `config` asks for
     (default: the run config's [index]), its recall@10 measured on the users' embeddings; then the search
     state (RUN/search/: item text features, score weights chosen on validation queries). `progress` shows
-    the embedding's bars."""
+    the embedding's and the index build's bars."""
     run = Run(run_dir)
     config = config or run.config.index
     vectors = embed_run(run, batch_size, progress)
     export_embeddings(run.folder.embeddings, "items", vectors.item_ids, vectors.items, vectors.model_hash)
     export_embeddings(run.folder.embeddings, "users", vectors.user_ids, vectors.users, vectors.model_hash)
     index = build_tuned_index(
-        vectors.items, vectors.item_ids, vectors.users, config, {"model_hash": vectors.model_hash}
+        vectors.items, vectors.item_ids, vectors.users, config, {"model_hash": vectors.model_hash}, progress=progress
     )
     index.save(run.folder.index)
     from tandemrec.search_job import write_search_state  # here: search_job uses this module
@@ -254,11 +254,11 @@ def build_index(
 
 
 @writes_run
-def evaluate_run(run_dir: str | Path, ks: list[int] | None = None, part: str = "test") -> dict:
+def evaluate_run(run_dir: str | Path, ks: list[int] | None = None, part: str = "test", progress: bool = False) -> dict:
     """Test-split metrics of the model and its references (popularity, content-kNN, random, and EASE and
     item-kNN tuned on validation: see retrieval/baseline_split.py), for all, warm and cold targets, the new-arrivals shelf and cold exposure, written to metrics.json and a bar plot.
     `part="valid"` measures the validation part instead, into metrics_valid.json (no plot): what settings
-    are chosen on, so that the test part is looked at once.
+    are chosen on, so that the test part is looked at once. `progress` shows the embedding and ranking bars.
 
     Cold items are all items without training events: the held-out ones and the new arrivals alike."""
     if part not in ("test", "valid"):
@@ -267,11 +267,11 @@ def evaluate_run(run_dir: str | Path, ks: list[int] | None = None, part: str = "
     config, data = run.config, run.data
     retriever = Retriever.load(run)
     counts = data.item_frequencies()[1:]
-    text = catalogue_text_features(run.model, run.content)
+    text = catalogue_text_features(run.model, run.content, progress=progress)
     queries = data.test if part == "test" else data.valid
     refit = config.data.split.refit and part == "test"  # as the model was fitted for its test
-    baselines, tuned = split_baselines(data, retriever.seen_rows, refit)
-    metrics = evaluate(retriever, queries, counts, ks or config.eval.ks, cold_rows(counts), text, baselines)
+    baselines, tuned = split_baselines(data, retriever.seen_rows, refit, progress)
+    metrics = evaluate(retriever, queries, counts, ks or config.eval.ks, cold_rows(counts), text, baselines, progress)
     metrics["baseline_settings"] = {t.name: t.report() for t in tuned}
     if part == "valid":
         atomic_write_json(run.root / "metrics_valid.json", metrics)
@@ -287,24 +287,26 @@ def evaluate_run(run_dir: str | Path, ks: list[int] | None = None, part: str = "
     return metrics
 
 
-def catalogue_text_features(model: TwoTower, content: ItemContent, batch_size: int = 256) -> np.ndarray | None:
+def catalogue_text_features(
+    model: TwoTower, content: ItemContent, batch_size: int = 256, progress: bool = False
+) -> np.ndarray | None:
     """The text space of the catalogue (`content`: the model's, as `Run.content`) for the content-kNN
     reference and product search: the pooled text-backbone output of each index row (row r: item index
     r + 1), zero for an item without text; None without a text encoder.
 
     A frozen encoder's outputs come from the frozen-backbone cache (the same ones training used, kept in
     `content` once computed); a trained one is run here, as it is now, since its outputs changed during
-    training."""
+    training. `progress` shows a bar."""
     tower = model.item_tower
     if tower.text is None:
         return None
     if tower.text.frozen:
-        cache_frozen_backbones(tower, content, batch_size, torch.device("cpu"))
+        cache_frozen_backbones(tower, content, batch_size, torch.device("cpu"), progress)
     features = content.text_features
     if features is None:
         tower.eval()
         encode = lambda batch: tower.text(batch.input_ids, batch.attention_mask)  # noqa: E731
-        features = embed(encode, content.batches(batch_size), torch.device("cpu"))
+        features = embed(encode, content.batches(batch_size), torch.device("cpu"), progress, len(content), "text")
     features = features.float().numpy().copy()
     if content.has_text is not None:
         features[~content.has_text.numpy()] = 0.0  # as the tower masks it: no text, no text features
@@ -339,25 +341,25 @@ def behaviour_pairs(data: PreparedData, config: RunConfig, behaviour: BehaviourC
 
 
 @writes_run
-def train_behaviour(run_dir: str | Path, behaviour: BehaviourConfig | None = None) -> BehaviourHead:
+def train_behaviour(run_dir: str | Path, behaviour: BehaviourConfig | None = None, progress: bool = False) -> BehaviourHead:
     """Fit the behaviour head on a trained run's frozen towers and write RUN/behaviour/ (head.safetensors,
-    head.json); `behaviour` defaults to the run config's [behaviour]."""
+    head.json); `behaviour` defaults to the run config's [behaviour]; `progress` shows the embedding bars."""
     run = Run(run_dir)
-    return fit_run_behaviour(run, behaviour or run.config.behaviour, run.content)
+    return fit_run_behaviour(run, behaviour or run.config.behaviour, run.content, progress)
 
 
-def fit_run_behaviour(run: Run, behaviour: BehaviourConfig, content: ItemContent) -> BehaviourHead:
+def fit_run_behaviour(run: Run, behaviour: BehaviourConfig, content: ItemContent, progress: bool = False) -> BehaviourHead:
     """Fit the head on the run's saved towers (the best epoch) over its prepared data and `content`
     (training's own at the end of `train`, so its cached frozen-backbone outputs are reused) and save it
-    in RUN/behaviour/."""
+    in RUN/behaviour/; `progress` shows the bars of embedding the items and the pairs' users."""
     model, data, config = run.model, run.data, run.config
     split = behaviour_pairs(data, config, behaviour)
-    items = embed_items(model, content)
-    head = fit_behaviour_head(model.user_tower, data.features, items, split, behaviour, run.model_hash)
+    items = embed_items(model, content, progress=progress)
+    head = fit_behaviour_head(model.user_tower, data.features, items, split, behaviour, run.model_hash, progress)
     head.save_pretrained(run.folder.behaviour)
     if run.folder.index.exists():  # the outcome model trains on the retriever's own candidates
         (run.folder.behaviour / OUTCOME_MODEL).unlink(missing_ok=True)  # the old one may belong to other towers
-        fit_outcome_model(run, Retriever.load(run), behaviour)
+        fit_outcome_model(run, Retriever.load(run), behaviour, progress)
     else:
         log.info("behaviour: no index yet, so no outcome model: run `tandemrec index RUN`, then `tandemrec behaviour RUN`")
     return head

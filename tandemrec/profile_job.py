@@ -23,15 +23,17 @@ log = logging.getLogger(__name__)
 
 
 @writes_run
-def profile_run(run_dir: str | Path, n_segments: int = 10, seed: int = 0, examples: int = 5) -> dict:
+def profile_run(
+    run_dir: str | Path, n_segments: int = 10, seed: int = 0, examples: int = 5, progress: bool = False
+) -> dict:
     """Cluster every user vector into `n_segments` segments (spherical FAISS k-means), name each by its most
     over-represented categories, and write RUN/profiles/ (centroids.safetensors, segments.json,
     segments.parquet, segments.md, users.parquet, summary.json) and RUN/plots/user_map.png.
 
     On the synthetic shop (truth.parquet beside the dataset) the summary has the adjusted Rand index of
-    the segments against the users' planted main taste class."""
+    the segments against the users' planted main taste class. `progress` shows the embedding's bars."""
     run = Run(run_dir)
-    vectors = embed_run(run)
+    vectors = embed_run(run, progress=progress)
     centroids, assignment = cluster_users(vectors.users, n_segments, seed)
     dataset = run.dataset
     users = pl.DataFrame({"user_id": vectors.user_ids, "segment": assignment})

@@ -54,7 +54,8 @@ class Run:
     def data(self) -> PreparedData:
         """The dataset split and encoded as the config says: what training, evaluation and embedding read."""
         config = self.config
-        return prepare(self.dataset, config.data.split, config.model.user.history_len, config.data.domains)
+        user = config.model.user
+        return prepare(self.dataset, config.data.split, user.history_len, config.data.domains, user.sequence)
 
     @cached_property
     def model(self) -> TwoTower:

@@ -1,6 +1,6 @@
 """Run by tests/test_distributed.py under torchrun (or alone, as one process).
 
-`step DATASET OUT SHARDING`: one training step of the tiny model on a fixed global batch of 64 examples,
+`step DATASET OUT SHARDING [HISTORY_ENCODER]`: one training step of the tiny model on a fixed global batch of 64 examples,
 with fused SGD (lr 1) on the tables so that their update is minus their gradient; rank 0 writes the
 global loss, the dense gradients and the table updates to OUT (safetensors) for comparison across
 process counts.
@@ -21,7 +21,7 @@ from tandemrec.training import distributed
 GLOBAL_BATCH = 64
 
 
-def step(dataset: str, out: str, sharding: str) -> None:
+def step(dataset: str, out: str, sharding: str, history_encoder: str = "mean") -> None:
     import numpy as np
     from safetensors.torch import save_file
 
@@ -45,8 +45,10 @@ def step(dataset: str, out: str, sharding: str) -> None:
         "model.item.text.model_config.attention_probs_dropout_prob=0.0",
         "train.embedding_optimizer=sgd",
         "train.embedding_lr=1.0",
+        f"model.user.history_encoder={history_encoder}",
     )
-    data = prepare(Dataset.load(dataset), config.data.split, config.model.user.history_len, config.data.domains)
+    user = config.model.user
+    data = prepare(Dataset.load(dataset), config.data.split, user.history_len, config.data.domains, user.sequence)
     config = sized(config, data.vocabs)
     torch.manual_seed(0)
     model = TwoTower(config.model)

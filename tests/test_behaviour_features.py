@@ -9,10 +9,13 @@ import numpy as np
 import polars as pl
 import pytest
 
+from tandemrec.data import behaviour_features
 from tandemrec.data.behaviour_features import (
-    FEATURES, OUTCOME, TIME, FeatureSettings, history_features, tower_features,
+    FEATURES, OUTCOME, TIME, FeatureSettings, feature_matrix, history_features, history_tables, pair_features,
+    tower_features,
 )
 from tandemrec.jobs import export_run, train_behaviour
+from tandemrec.retrieval import outcome_ranker
 from tandemrec.retrieval.embeddings import read_embeddings
 from tandemrec.retrieval.calibration import expected_calibration_error, reliability
 from tandemrec.retrieval.retriever import Retriever
@@ -41,7 +44,7 @@ PAST = [(1, 10, 1, 1.0, 5.0, 1), (2, 10, 2, 0.0, 1.0, 1), (1, 11, 3, 0.0, 2.0, 2
 
 def features_at(rows, user: int, item: int, day: float) -> dict:
     pairs = pl.DataFrame({"user_id": [user], "item_id": [item], TIME: [int(day * DAY)]})
-    return history_features(history(rows), pairs, SETTINGS).row(0, named=True)
+    return history_features(history_tables(history(rows), SETTINGS), pairs, SETTINGS).row(0, named=True)
 
 
 def test_features_use_only_events_strictly_before_the_pair():
@@ -175,6 +178,25 @@ def test_recommend_rerank_uses_the_outcome_model(outcome_run):
     assert got == sorted(got)  # least-touched candidates first: the swapped model decided the order
     batch = retriever.recommend_batch([user], k=5, rerank="purchase")[0]
     assert batch.ids == by_model.ids
+
+
+def test_served_features_reuse_the_history_tables_and_equal_a_fresh_computation(outcome_run, monkeypatch):
+    retriever = Retriever.load(outcome_run)
+    ranker, user = retriever.outcome, retriever.vocabs.users.decode([1])[0]
+    built = []
+    for module in (behaviour_features, outcome_ranker):  # wherever a call would look the builder up
+        monkeypatch.setattr(module, "history_tables", lambda *a: built.append(a) or history_tables(*a))
+    rows = np.arange(6)
+    vectors = np.repeat(retriever.user_vectors([user]), len(rows), axis=0)
+    catalogue = retriever.index.vectors(np.arange(len(retriever.index)))
+    users = np.full(len(rows), retriever.vocabs.users.lookup([user])[0])
+    served = [ranker.probabilities(users, vectors, rows, catalogue) for _ in range(2)]
+    assert not built  # the tables were built once, when the ranker was loaded
+    pairs = pl.DataFrame({"user_id": users, "item_id": rows + 1, TIME: np.full(len(rows), ranker.now)})
+    fresh = pair_features(history_tables(ranker.history, ranker.settings), pairs, ranker.settings, vectors, catalogue)
+    expected = ranker.model.probabilities(feature_matrix(fresh, ranker.model.features))
+    for got in served:
+        np.testing.assert_array_equal(got[0], expected[0])
 
 
 def test_user_export_takes_p_outcome_from_the_outcome_model(outcome_run, tmp_path):

@@ -75,17 +75,20 @@ def test_two_processes_train_with_each_rank_holding_its_shards(tmp_path: Path, s
     assert (run / "model" / "model.safetensors").is_file()
 
 
-@pytest.mark.parametrize("sharding", ["table_wise", "row_wise"])
+@pytest.mark.parametrize(
+    "sharding, history_encoder", [("table_wise", "mean"), ("row_wise", "mean"), ("row_wise", "attention")]
+)
 def test_global_batch_on_two_processes_gives_one_process_loss_and_gradients(
-    tmp_path: Path, tiny_dataset: Path, sharding: str
+    tmp_path: Path, tiny_dataset: Path, sharding: str, history_encoder: str
 ) -> None:
     one, two = tmp_path / "one.safetensors", tmp_path / "two.safetensors"
-    run_ok([sys.executable, str(WORKER), "step", str(tiny_dataset), str(one), "table_wise"])
-    run_ok(torchrun(2, str(WORKER), "step", str(tiny_dataset), str(two), sharding))
+    run_ok([sys.executable, str(WORKER), "step", str(tiny_dataset), str(one), "table_wise", history_encoder])
+    run_ok(torchrun(2, str(WORKER), "step", str(tiny_dataset), str(two), sharding, history_encoder))
     a, b = load_file(one), load_file(two)
     assert set(a) == set(b)
     nonzero = [k for k in a if a[k].abs().max() > 1e-6]  # else the comparison would prove nothing
-    assert sum(k.startswith("grad/") for k in nonzero) > 20 and sum(k.startswith("update/") for k in nonzero) == 6
+    tables = 6 + (history_encoder == "attention")  # the time-gap table
+    assert sum(k.startswith("grad/") for k in nonzero) > 20 and sum(k.startswith("update/") for k in nonzero) == tables
     assert b["loss"].item() == pytest.approx(a["loss"].item(), rel=1e-6)
     for key in a:
         scale = max(a[key].abs().max().item(), 1e-3)

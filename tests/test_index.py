@@ -83,12 +83,12 @@ class ForgetfulIndex:
     def ntotal(self):
         return self.inner.ntotal
 
-    def search(self, queries, k):
+    def search_c(self, n, queries, k, scores, positions, params):  # FAISS's C entry point, as ItemIndex calls it
         self.budgets.append(k)
-        scores, positions = self.inner.search(queries, k)
+        self.inner.search_c(n, queries, k, scores, positions, params)
         if k < self.ntotal:
-            positions[:, -1], scores[:, -1] = -1, -np.inf
-        return scores, positions
+            faiss.rev_swig_ptr(positions, n * k).reshape(n, k)[:, -1] = -1
+            faiss.rev_swig_ptr(scores, n * k).reshape(n, k)[:, -1] = -np.inf
 
 
 def test_an_approximate_miss_is_made_up_by_a_wider_search(vectors, rng):

@@ -1,8 +1,8 @@
 """One-query calls return exactly what the batch path returns for the same query.
 
-A search of a single query takes its own, cheaper route through the index's exclusions (a Python set
-instead of sorted numpy keys, see retrieval/index_rows.py): both routes are run on the same queries, for
-every index kind, with exclusions, filters and removed rows. The Retriever's one-query forms are checked
+A search of a single query over every row takes its own, cheaper route (one FAISS call, its exclusions a
+Python set instead of sorted numpy keys, see `ItemIndex._one_pass`): both routes are run on the same
+queries, for every index kind, with exclusions, filters and removed rows. The Retriever's one-query forms are checked
 against their batch forms on the trained run.
 """
 import importlib.util
@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tandemrec.retrieval import index_rows
 from tandemrec.retrieval.errors import RetrievalError
 from tandemrec.retrieval.filters import ItemFilter
 from tandemrec.retrieval.index import ItemIndex
@@ -41,8 +40,8 @@ def build(vectors: np.ndarray, factory: str) -> ItemIndex:
 
 def batch_route(monkeypatch) -> None:
     """Send one-query searches down the batch route too, for comparison."""
-    monkeypatch.setattr(index_rows, "exclusions", lambda exclude, m, n, eligible: index_rows.Exclusions(exclude, m, n, eligible))
-    monkeypatch.setattr("tandemrec.retrieval.index.exclusions", index_rows.exclusions)
+    one_pass = ItemIndex._one_pass
+    monkeypatch.setattr(ItemIndex, "_one_pass", lambda *args: (None, one_pass(*args)[1]))
 
 
 def one_by_one(index: ItemIndex, queries: np.ndarray, exclude, allowed) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -160,9 +159,14 @@ def test_the_benchmark_times_each_one_query_call_against_its_baseline(data):
         spec.loader.exec_module(bench)
         vectors = bench.clustered_vectors(N, np.random.default_rng(0))
         index = ItemIndex.build(vectors, [f"i{r}" for r in range(N)])
-        rows = bench.one_query_rows("flat", index, bench.queries_near(vectors, 20, np.random.default_rng(1)), calls=4)
+        queries = bench.queries_near(vectors, 20, np.random.default_rng(1))
+        rows = bench.one_query_rows("flat", index, queries, calls=4)
+        floor = bench.checked_search_floor(index, bench.ReadWriteLock())(queries[:1])[0]
     finally:
         del sys.modules[spec.name]
-    assert [r.call for r in rows] == ["search_vectors", "similar_items", "recommend"]
+    assert [r.call for r in rows] == ["search_vectors", "floor: checked search", "similar_items", "recommend"]
     assert all(r.us_baseline > 0 and r.us_retriever > 0 and r.ratio > 0 for r in rows)
-    assert bench.one_query_table(rows).count("\n") == 4
+    assert bench.one_query_table(rows).count("\n") == 5
+    positions, scores = index.search(queries[:1], K)  # the floor is a real search: the same answer
+    assert floor.ids == [f"i{r}" for r in positions[0]]
+    np.testing.assert_array_equal(floor.scores, scores[0])

@@ -10,9 +10,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tandemrec.config_schema import check_fields, setting
+from tandemrec.errors import ConfigError
 
 FUSIONS = ("concat", "gated")
 POOLINGS = ("mean", "cls")
+HISTORY_ENCODERS = ("mean", "attention")
 
 
 @dataclass
@@ -60,9 +62,24 @@ class UserTowerConfig:
     embedding_dim: int = setting(64, ge=1)
     hidden: list[int] = setting(factory=lambda: [128], ge=1)  # MLP layer widths
     history_len: int = setting(20, ge=1)  # the user's last events pooled into the history bag
+    # mean: the history bag's average; attention: self-attention over the last history_len items, newest
+    # first, with position and time-gap embeddings (towers/history_attention.py).
+    history_encoder: str = setting("mean", one_of=HISTORY_ENCODERS)
+    attention_layers: int = setting(1, ge=1)
+    attention_heads: int = setting(2, ge=1)  # must divide embedding_dim
 
     def __post_init__(self) -> None:
         check_fields(self)
+        if self.history_encoder == "attention" and self.embedding_dim % self.attention_heads:
+            raise ConfigError(
+                f"model.user.attention_heads ({self.attention_heads}) must divide model.user.embedding_dim "
+                f"({self.embedding_dim}): each head attends over an equal share of it"
+            )
+
+    @property
+    def sequence(self) -> bool:
+        """Whether the history is read as a sequence (one feature per position) rather than a bag."""
+        return self.history_encoder == "attention"
 
 
 @dataclass

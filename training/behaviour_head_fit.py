@@ -32,13 +32,20 @@ USER_BATCH = 1024
 
 
 def tower_inputs(
-    user_tower: UserTower, features: UserFeatures, item_vectors: np.ndarray, pairs: BehaviourPairs
+    user_tower: UserTower,
+    features: UserFeatures,
+    item_vectors: np.ndarray,
+    pairs: BehaviourPairs,
+    progress: bool = False,
+    desc: str = "users",
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(user vectors, item vectors) of every pair; `item_vectors[r]` is item index r + 1's vector."""
+    """(user vectors, item vectors) of every pair; `item_vectors[r]` is item index r + 1's vector.
+    `progress` shows a bar under `desc` over the users' distinct states."""
     user_tower.eval()
 
     def embed_users(users: np.ndarray, times: np.ndarray) -> np.ndarray:
-        return embed(user_tower, features.batches(users, times, USER_BATCH), torch.device("cpu")).numpy()
+        batches = features.batches(users, times, USER_BATCH)
+        return embed(user_tower, batches, torch.device("cpu"), progress, len(users), desc).numpy()
 
     return state_vectors(embed_users, pairs.users, pairs.times), item_vectors[pairs.items - 1]
 
@@ -50,19 +57,23 @@ def fit_behaviour_head(
     split: BehaviourSplit,
     config: BehaviourConfig,
     model_hash: str,
+    progress: bool = False,
 ) -> BehaviourHead:
     """Train a head on `split.train` (early-stopped on `split.valid` when it has pairs); the returned
-    head's config carries the towers' hash and a summary of the fit."""
+    head's config carries the towers' hash and a summary of the fit. `progress` shows the bars of
+    embedding the pairs' users."""
     if len(split.train) == 0:
         raise DataError("behaviour: no training pairs (is the training part empty?)")
     start = time.perf_counter()
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
-    x_user, x_item = (torch.from_numpy(a) for a in tower_inputs(user_tower, features, item_vectors, split.train))
+    train_inputs = tower_inputs(user_tower, features, item_vectors, split.train, progress, "behaviour train users")
+    x_user, x_item = (torch.from_numpy(a) for a in train_inputs)
     y = torch.from_numpy(split.train.labels)
     valid = None
     if len(split.valid):
-        valid = [torch.from_numpy(a) for a in tower_inputs(user_tower, features, item_vectors, split.valid)]
+        valid_inputs = tower_inputs(user_tower, features, item_vectors, split.valid, progress, "behaviour valid users")
+        valid = [torch.from_numpy(a) for a in valid_inputs]
         valid.append(torch.from_numpy(split.valid.labels))
     head = BehaviourHead(
         BehaviourHeadConfig(x_user.shape[1], list(split.outputs), list(config.hidden), model_hash=model_hash)

@@ -58,6 +58,8 @@ class TrainConfig:
     eval_k: int = setting(10, ge=1)  # the validation recall@k that picks the best epoch
     patience: int = setting(3, ge=0)  # epochs without a better validation recall before stopping
     seed: int = setting(0, ge=0)
+    # Torch threads of each training process on CPU; 0: this host's cores shared among its processes.
+    cpu_threads: int = setting(0, ge=0)
     device: str = "auto"  # auto (cuda when present, else cpu) | cpu | cuda | cuda:N
     encode_batch_size: int = setting(256, ge=1)
     # Frozen backbones run once over the catalogue and their outputs are reused; off, they run every step.

@@ -50,9 +50,23 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def init(device_name: str = "auto") -> Env:
-    """Join torchrun's group when launched by it (NCCL on GPUs, gloo on CPU), else make a private group of one."""
+def cpu_threads(requested: int = 0) -> int:
+    """Torch threads for a training process on CPU: `requested` when not 0, else this host's cores divided
+    among its processes (torchrun's LOCAL_WORLD_SIZE), and never more than torch would take anyway
+    (OMP_NUM_THREADS): N processes that each take every core oversubscribe them (that made one training
+    step 4x slower)."""
+    if requested:
+        return requested
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(torch.get_num_threads(), cores // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
+
+
+def init(device_name: str = "auto", threads: int = 0) -> Env:
+    """Join torchrun's group when launched by it (NCCL on GPUs, gloo on CPU), else make a private group of
+    one; on CPU, give this process its share of the cores (`cpu_threads(threads)`)."""
     device = pick_device(device_name)
+    if device.type == "cpu":
+        torch.set_num_threads(cpu_threads(threads))
     backend = "nccl" if device.type == "cuda" else "gloo"
     if dist.is_initialized():
         return Env(dist.get_rank(), dist.get_world_size(), device, owns_group=False)

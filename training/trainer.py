@@ -100,7 +100,7 @@ class Trainer:
         self.miner = HardNegativeMiner(len(data.vocabs.users), config.hard_negative_depth) if config.hard_negatives else None
 
     def fit(self) -> TrainResult:
-        env = distributed.init(self.config.device)
+        env = distributed.init(self.config.device, self.config.cpu_threads)
         try:
             return self._fit(env)
         finally:

@@ -175,7 +175,11 @@ def test_bad_split_times(overrides, message):
     [
         ("train.epochz=3", "train.epochz", "TrainConfig takes ['backbone_lr', "),
         ("nosuch.key=1", "nosuch", "RunConfig takes ['behaviour', 'data', 'eval', 'index', 'model', 'train']"),
-        ("model.user.depth=2", "model.user.depth", "UserTowerConfig takes ['embedding_dim', 'hidden', 'history_len']"),
+        (
+            "model.user.depth=2",
+            "model.user.depth",
+            "UserTowerConfig takes ['attention_heads', 'attention_layers', 'embedding_dim', 'hidden', 'history_encoder', ",
+        ),
         ("model.item.text.colour=1", "model.item.text.colour", "TextEncoderConfig takes ['local_files_only', "),
         (
             "model.sizes.shops=3",
