@@ -223,7 +223,7 @@ class ItemIndex:
         self, queries: np.ndarray, k: int, exclude: Sequence[np.ndarray] | None, allowed: np.ndarray | None
     ) -> tuple[np.ndarray, np.ndarray]:
         """`search` of queries already checked by the caller: a C-contiguous, finite float32 (m, dim) matrix
-        (`arguments.matrix`) and k a Python int in [1, live_count] (`arguments.check_k`); the Retriever
+        (`arguments.matrix`) and k an integer in [1, live_count] (`arguments.check_k`); the Retriever
         checks its arguments once, before any work, and a second check would cost a one-query search 5%."""
         first = None  # the common case (every row eligible, no or one query) costs one FAISS call and little more
         if allowed is None and self._live is None and (exclude is None or len(queries) == 1):
@@ -277,7 +277,7 @@ class ItemIndex:
     def _faiss_search(self, queries: np.ndarray, budget: int, params) -> tuple[np.ndarray, np.ndarray]:
         """FAISS's search on checked queries (C-contiguous float32, the index's dim), through its C entry
         point: its Python wrapper would check them again, a tenth of a one-query IVF search."""
-        m = len(queries)
+        m, budget = len(queries), int(budget)  # FAISS's bindings refuse a numpy integer, which k may be
         scores, positions = np.empty((m, budget), dtype=np.float32), np.empty((m, budget), dtype=np.int64)
         self._index.search_c(m, swig_ptr(queries), budget, swig_ptr(scores), swig_ptr(positions), params)
         return scores, positions

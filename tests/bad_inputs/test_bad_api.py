@@ -243,6 +243,11 @@ def test_numpy_scalars_are_taken_for_k_and_flags(run):
     expected = run.r.recommend(run.user, K, exclude_seen=False)
     got = run.r.recommend(run.user, np.int64(K), exclude_seen=np.bool_(False))
     assert got.ids == expected.ids
+    assert run.r.similar_items(run.item, np.int64(K)).ids == run.r.similar_items(run.item, K).ids
+    vectors = run.r.index.vectors(np.arange(2))
+    by_numpy_k, by_int_k = run.r.search_vectors(vectors, np.int64(K)), run.r.search_vectors(vectors, K)
+    assert [r.ids for r in by_numpy_k] == [r.ids for r in by_int_k]
+    assert run.r.profile(run.user, np.int64(K)).nearest_items.ids == run.r.profile(run.user, K).nearest_items.ids
 
 
 def test_times_as_datetime64_equal_times_as_microseconds(run):
