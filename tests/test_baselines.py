@@ -62,3 +62,27 @@ def test_tune_picks_the_setting_with_the_best_validation_ndcg() -> None:
     for t in chosen.values():
         assert t.scores[t.setting] == max(t.scores.values())
         assert t.scores[t.setting] == pytest.approx(1.0)  # item 1 is item 0's nearest for every setting
+
+
+def test_tuning_is_read_back_from_the_cache_for_the_same_split_only(monkeypatch, tmp_path) -> None:
+    from tandemrec.retrieval import baseline_split
+
+    monkeypatch.setenv("TANDEMREC_CACHE", str(tmp_path))
+    calls = []
+    real_tune = baseline_split.tune
+    monkeypatch.setattr(baseline_split, "tune", lambda *a, **kw: calls.append(a) or real_tune(*a, **kw))
+    rng = np.random.default_rng(0)
+    train = interaction_matrix(rng.integers(0, 40, 400), rng.integers(0, 30, 400))
+    seen = [np.array([1, 2]), np.array([3])]
+    targets = [np.array([4]), np.array([5, 6])]
+    first = baseline_split.cached_tuning(train, seen, targets)
+    again = baseline_split.cached_tuning(train, seen, targets)
+    assert len(calls) == 1  # the second call read the cache
+    assert [(t.name, t.setting, t.scores) for t in again] == [(t.name, t.setting, t.scores) for t in first]
+    assert all(type(t.setting) is type(a.setting) for t, a in zip(first, again))
+    baseline_split.cached_tuning(train, seen, [np.array([4]), np.array([5, 7])])  # another target: tuned anew
+    assert len(calls) == 2
+    entry = tmp_path / baseline_split.TUNING_DIR / f"{baseline_split._tuning_key(train, seen, targets)}.json"
+    entry.write_text("{not json")
+    assert [t.setting for t in baseline_split.cached_tuning(train, seen, targets)] == [t.setting for t in first]
+    assert len(calls) == 3  # a damaged entry is tuned again

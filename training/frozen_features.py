@@ -8,17 +8,16 @@ by a hash of the row's input (pixels, or token ids and mask). Another job or ano
 items maps the rows instead of recomputing them; a changed item recomputes only its row; other weights
 (a fine-tuned or random backbone) get a folder of their own.
 
-The cache root is `$TANDEMREC_CACHE`, else `$XDG_CACHE_HOME/tandemrec`, else `~/.cache/tandemrec`
-(as `HF_HOME` is for model hubs); where it cannot be written, outputs are computed and not kept.
+They live in the tandemrec cache (tandemrec/io/cache.py: `$TANDEMREC_CACHE`, else
+`$XDG_CACHE_HOME/tandemrec`, else `~/.cache/tandemrec`); where it cannot be written, outputs are computed
+and not kept.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
-import os
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -27,20 +26,13 @@ from tqdm import tqdm
 
 from tandemrec.data.content import ItemContent
 from tandemrec.data.content_cache import ArraySpec, cached_rows
+from tandemrec.io.cache import cache_folder
 
 log = logging.getLogger(__name__)
 FEATURES_DIR = "frozen-features"
 
 # Item rows -> the backbone's outputs for them, float32 (len(rows), width).
 Encode = Callable[[torch.Tensor], torch.Tensor]
-
-
-def cache_root() -> Path:
-    """Where frozen-backbone outputs are kept (see the module docstring)."""
-    if os.environ.get("TANDEMREC_CACHE"):
-        return Path(os.environ["TANDEMREC_CACHE"])
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "tandemrec"
 
 
 def weights_fingerprint(module: nn.Module, extra: dict | None = None) -> str:
@@ -81,7 +73,7 @@ def frozen_outputs(
         return {"features": out}, [None] * len(rows)
 
     try:
-        folder = _writable(cache_root() / FEATURES_DIR)
+        folder = cache_folder(FEATURES_DIR)
         if folder is None or item_ids is None:
             return torch.from_numpy(compute(np.arange(n))[0]["features"])
         params = {"kind": kind, "weights": fingerprint}
@@ -105,15 +97,6 @@ def _row_hash(inputs: list[torch.Tensor], row: int) -> str:
     for tensor in inputs:
         digest.update(tensor[row].contiguous().numpy().tobytes())
     return digest.hexdigest()
-
-
-def _writable(folder: Path) -> Path | None:
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        log.warning("frozen-backbone cache %s cannot be written (%s): outputs are computed, not kept", folder, error)
-        return None
-    return folder if os.access(folder, os.W_OK) else None
 
 
 def cache_frozen_backbones(
