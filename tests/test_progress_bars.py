@@ -42,7 +42,10 @@ def test_the_index_build_shows_its_stages_and_tuning_only_when_asked(capsys) -> 
 
 
 @pytest.mark.slow
-def test_evaluate_on_the_command_line_shows_its_embedding_and_ranking_bars(run_copy: Path, capsys) -> None:
+def test_evaluate_on_the_command_line_shows_its_embedding_and_ranking_bars(
+    run_copy: Path, capsys, monkeypatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("TANDEMREC_CACHE", str(tmp_path / "cache"))  # an empty cache: the baselines are tuned
     assert main(["evaluate", str(run_copy)]) == 0
     err = capsys.readouterr().err
     assert bars(err, "evaluated users", "popularity", "content knn", "ease", "item_knn", "ease tuning") == [], err
