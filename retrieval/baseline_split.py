@@ -59,7 +59,10 @@ def cached_tuning(
     tuned = tune(train, seen, targets, progress=progress)
     if path is not None:
         entries = [{"name": t.name, "setting": t.setting, "scores": t.report()[f"valid_{TUNED_ON}"]} for t in tuned]
-        atomic_write_json(path, entries)
+        try:
+            atomic_write_json(path, entries)
+        except OSError as error:  # a full or read-only disk costs the next evaluation a tuning, not this one
+            log.warning("baseline tuning cache entry %s cannot be written (%s): not kept", path, error)
     return tuned
 
 
