@@ -8,11 +8,10 @@ import numpy as np
 from tqdm import tqdm
 
 from tandemrec.data.examples import EvalQueries
-from tandemrec.progress import blocks
 from tandemrec.retrieval.baselines import ItemWeights, baseline_topk
 from tandemrec.retrieval.cold_start import cold_exposure, content_knn_topk, exact_topk, random_ranking_metrics
 from tandemrec.retrieval.metrics import ranking_metrics
-from tandemrec.retrieval.retriever import USER_BATCH, Retriever
+from tandemrec.retrieval.retriever import Retriever
 
 EXPOSURE_K = 10  # cold exposure looks at the first page of results
 
@@ -66,7 +65,7 @@ def evaluate(
     n_items = len(retriever.index)
     k_max = max(*ks, min(EXPOSURE_K, n_items))
     seen, targets = unseen_targets(retriever, queries)
-    vectors = embed_users(retriever, queries, progress)
+    vectors = retriever.embed_users(queries.users, queries.times, progress, "evaluated users")
     tops = {
         "tandemrec": retriever.index.search(vectors, k_max, exclude=seen)[0],
         "popularity": popularity_topk(train_counts, seen, k_max, progress),
@@ -100,16 +99,6 @@ def evaluate(
         {name: top[evaluated] for name, top in tops.items()}, [targets[i] for i in evaluated], cold_rows, EXPOSURE_K
     )
     return result
-
-
-def embed_users(retriever: Retriever, queries: EvalQueries, progress: bool = False) -> np.ndarray:
-    """The queries' user vectors, as `retriever.embed_users` gives them; embedded one batch of users at a
-    time (the same batches, so the same vectors) so that `progress` can show a bar over every user."""
-    parts = [
-        retriever.embed_users(queries.users[start:stop], queries.times[start:stop])
-        for start, stop in blocks(len(queries.users), USER_BATCH, progress, "evaluated users")
-    ]
-    return np.concatenate(parts) if parts else retriever.embed_users(queries.users, queries.times)
 
 
 def compare(

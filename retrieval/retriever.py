@@ -155,12 +155,15 @@ class Retriever(DescribedUsers, UserRanking, ContentSearch):
         user_ids = arguments.id_list(user_ids, "user_ids", "user ids")
         return self.embed_users(self._user_index(user_ids), arguments.times(times, "times", len(user_ids)))
 
-    def embed_users(self, users: np.ndarray, times: np.ndarray | None = None) -> np.ndarray:
-        """User embeddings by user vocabulary index (0: unknown), with their features as of `times`."""
+    def embed_users(
+        self, users: np.ndarray, times: np.ndarray | None = None, progress: bool = False, desc: str = "users"
+    ) -> np.ndarray:
+        """User embeddings by user vocabulary index (0: unknown), with their features as of `times`;
+        `progress` shows a bar under `desc`."""
         users, times = arguments.user_times(users, times, len(self.vocabs.users))
         batches = self.features.batches(users, times, USER_BATCH)
         with self._lock:
-            return embed(self.model.user_tower, batches, self.device).numpy()
+            return embed(self.model.user_tower, batches, self.device, progress, len(users), desc).numpy()
 
     def recommend(
         self,
