@@ -25,8 +25,8 @@ from tqdm import tqdm
 
 from tandemrec.config import RunConfig
 from tandemrec.data.behaviour_features import (
-    FEATURES, OUTCOME, TIME, FeatureSettings, OutcomeLabel, feature_matrix, history_tables, outcome_history,
-    pair_features, settings_from,
+    FEATURES, OUTCOME, TIME, FeatureSettings, HistoryTables, OutcomeLabel, feature_matrix, history_tables,
+    outcome_history, pair_features, settings_from,
 )
 from tandemrec.data.behaviour_pairs import BehaviourPairs, state_vectors, with_negatives
 from tandemrec.data.dataset import Dataset
@@ -101,10 +101,11 @@ def candidate_rows(
     times of randomly chosen events of theirs there), seen items excluded as `recommend` does, each
     labelled `interacted` when the user has an event with it in the part from that moment on: the
     rows a rerank sees, with the answer it should give. Rows: user_id, item_id, time, interacted."""
+    # Sorted before the draw: `unique` returns rows in any order, which would change the moments drawn.
     events = history.filter(pl.col(PART) == part)
+    distinct = events.select("user_id", TIME).unique().sort("user_id", TIME)
     moments = (
-        events.select("user_id", TIME).unique()
-        .with_columns(pl.Series("__key", rng.random(events.select("user_id", TIME).unique().height)))
+        distinct.with_columns(pl.Series("__key", rng.random(distinct.height)))
         .sort("__key").group_by("user_id", maintain_order=True).head(states)
         .sort("user_id", TIME).drop("__key")
     )
@@ -125,12 +126,14 @@ def candidate_rows(
 
 
 def with_features(
-    pairs: pl.DataFrame, history: pl.DataFrame, settings: FeatureSettings, retriever: Retriever,
+    pairs: pl.DataFrame, tables: HistoryTables, settings: FeatureSettings, retriever: Retriever,
     catalogue: np.ndarray,
 ) -> pl.DataFrame:
-    """`pairs` with every FEATURES column, the towers' at the user's state just before the pair's time."""
+    """`pairs` with every FEATURES column, the history's read from `tables` (`fit_outcome_model` builds
+    them once for every part's pairs and the rerank evaluation), the towers' at the user's state just
+    before the pair's time."""
     users = state_vectors(retriever.embed_users, pairs["user_id"].to_numpy(), pairs[TIME].to_numpy())
-    return pair_features(history_tables(history, settings), pairs, settings, users, catalogue)
+    return pair_features(tables, pairs, settings, users, catalogue)
 
 
 def _sample(frame: pl.DataFrame, at_most: int, seed: int) -> pl.DataFrame:
@@ -138,12 +141,13 @@ def _sample(frame: pl.DataFrame, at_most: int, seed: int) -> pl.DataFrame:
 
 
 def build_pairs(
-    history: pl.DataFrame, settings: FeatureSettings, retriever: Retriever, behaviour: BehaviourConfig,
-    popularity: np.ndarray,
+    history: pl.DataFrame, tables: HistoryTables, settings: FeatureSettings, retriever: Retriever,
+    behaviour: BehaviourConfig, popularity: np.ndarray,
 ) -> pl.DataFrame:
-    """Every row of every part with its features, `part`, `kind`, `outcome` and `interacted`: `observed`
-    pairs (the conditional task), `candidate` rows (the relevance task, see `candidate_rows`) and, in the
-    test part, `sampled` items (the ranking table against sampled items)."""
+    """Every row of every part with its features (read from `tables`, those of the whole `history`),
+    `part`, `kind`, `outcome` and `interacted`: `observed` pairs (the conditional task), `candidate` rows
+    (the relevance task, see `candidate_rows`) and, in the test part, `sampled` items (the ranking table
+    against sampled items)."""
     rng = np.random.default_rng(behaviour.seed)
     catalogue = retriever.index.vectors(np.arange(len(retriever.index)))
     frames = []
@@ -165,7 +169,7 @@ def build_pairs(
         frames.append(pl.concat([rows, sampled.select(rows.columns)]).with_columns(
             pl.lit(0.0).alias(OUTCOME), pl.lit(part).alias(PART), pl.lit("candidate").alias(KIND)))
     pairs = pl.concat(frames, how="diagonal_relaxed")
-    return with_features(pairs, history.drop(PART), settings, retriever, catalogue)
+    return with_features(pairs, tables, settings, retriever, catalogue)
 
 
 def _sampled(
@@ -204,8 +208,10 @@ def fit_outcome_model(
     settings = settings_from(history.filter(pl.col(PART) == "train"))
     popularity = np.bincount(history.filter(pl.col(PART) == "train")["item_id"].to_numpy() - 1,
                              minlength=len(retriever.index))
+    # One group-by pass over the log serves every pair's history features: the fit's and the rerank's.
+    tables = history_tables(history.drop(PART), settings)
     with tqdm(total=3, desc="outcome model", unit="stage", disable=not progress) as bar:  # pairs, fit, evaluate
-        pairs = build_pairs(history, settings, retriever, behaviour, popularity)
+        pairs = build_pairs(history, tables, settings, retriever, behaviour, popularity)
         bar.update()
         tasks = {
             (part, task): task_rows(pairs, part, task)
@@ -233,7 +239,7 @@ def fit_outcome_model(
         model.save(folder)
         with atomic_path(folder / PAIRS_FILE) as tmp:
             pairs.write_parquet(tmp)
-        evaluation = evaluate_outcome(model, tasks, pairs, history, retriever, kinds, behaviour.seed, queries)
+        evaluation = evaluate_outcome(model, tasks, pairs, history, tables, retriever, kinds, behaviour.seed, queries)
         bar.update()
     evaluation["summary"] = model.summary
     atomic_write_json(folder / EVALUATION, evaluation)
@@ -262,11 +268,12 @@ def task_rows(pairs: pl.DataFrame, part: str, task: str) -> tuple[np.ndarray, np
 
 
 def evaluate_outcome(
-    model: OutcomeModel, tasks: dict, pairs: pl.DataFrame, history: pl.DataFrame, retriever: Retriever,
-    kinds: tuple[str, ...], seed: int, queries: EvalQueries,
+    model: OutcomeModel, tasks: dict, pairs: pl.DataFrame, history: pl.DataFrame, tables: HistoryTables,
+    retriever: Retriever, kinds: tuple[str, ...], seed: int, queries: EvalQueries,
 ) -> dict:
     """Test metrics of every candidate: conditional (observed test pairs), ranking (vs sampled items) and
-    the rerank of the retriever's top candidates on the test queries."""
+    the rerank of the retriever's top candidates on the test queries (their features read from `tables`,
+    those of `history` that the pairs were built from)."""
     x_te, y_te, _ = tasks["test", "conditional"]
     conditional = {CHOSEN: _conditional_row(model.conditional.predict(x_te), y_te, True)}
     for kind in kinds:
@@ -295,17 +302,17 @@ def evaluate_outcome(
         "outcome": model.outcome,
         "conditional": conditional,
         "ranking": ranking,
-        "rerank": rerank_comparison(model, retriever, history, queries),
+        "rerank": rerank_comparison(model, retriever, history, tables, queries),
         "chosen": {"conditional": model.conditional.kind, "relevance": model.relevance.kind},
     }
 
 
-def rerank_comparison(model: OutcomeModel, retriever: Retriever, history: pl.DataFrame, queries: EvalQueries,
-                      k: int = 10) -> dict:
+def rerank_comparison(model: OutcomeModel, retriever: Retriever, history: pl.DataFrame, tables: HistoryTables,
+                      queries: EvalQueries, k: int = 10) -> dict:
     """Recall@k / NDCG@k of the plain dot product's top k and of its top RERANK_DEPTH re-ordered by the
     model's P(outcome), by its parts alone, and by the head, on the same users and candidates. The targets
     are each query's test items the user had the outcome with (the target protocol: a rerank by
-    P(purchase) is judged on purchases), unseen before the query."""
+    P(purchase) is judged on purchases), unseen before the query. `tables`: `history`'s (`history_tables`)."""
     seen, targets = unseen_targets(retriever, queries)
     hits = (history.filter((pl.col(PART) == "test") & (pl.col(OUTCOME) > 0))
             .group_by("user_id").agg(pl.col("item_id").unique()))
@@ -323,8 +330,8 @@ def rerank_comparison(model: OutcomeModel, retriever: Retriever, history: pl.Dat
         TIME: np.repeat(queries.times[keep], depth),
     })
     catalogue = retriever.index.vectors(np.arange(len(retriever.index)))
-    x = feature_matrix(with_features(pairs, history.drop(PART), FeatureSettings(**model.settings), retriever,
-                                     catalogue), model.features)
+    x = feature_matrix(with_features(pairs, tables, FeatureSettings(**model.settings), retriever, catalogue),
+                       model.features)
     joint, conditional = model.probabilities(x)
     orders = {f"P({model.outcome})": joint, f"P({model.outcome} | interaction)": conditional,
               "P(interaction)": model.relevance.predict(x)}

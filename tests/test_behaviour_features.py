@@ -8,17 +8,21 @@ import shutil
 import numpy as np
 import polars as pl
 import pytest
+from polars.testing import assert_frame_equal
 
+from tandemrec import behaviour_job
 from tandemrec.data import behaviour_features
 from tandemrec.data.behaviour_features import (
-    FEATURES, OUTCOME, TIME, FeatureSettings, feature_matrix, history_features, history_tables, pair_features,
-    tower_features,
+    FEATURES, OUTCOME, TIME, FeatureSettings, OutcomeLabel, feature_matrix, history_features, history_tables,
+    outcome_history, pair_features, tower_features,
 )
+from tandemrec.data.encoded import PART
 from tandemrec.jobs import export_run, train_behaviour
 from tandemrec.retrieval import outcome_ranker
 from tandemrec.retrieval.embeddings import read_embeddings
 from tandemrec.retrieval.calibration import expected_calibration_error, reliability
 from tandemrec.retrieval.retriever import Retriever
+from tandemrec.run import Run
 from tandemrec.towers.errors import EncoderLoadError
 from tandemrec.towers.outcome_model import Calibration, OutcomeModel, Scorer
 from tandemrec.training.behaviour_config import BehaviourConfig
@@ -197,6 +201,28 @@ def test_served_features_reuse_the_history_tables_and_equal_a_fresh_computation(
     expected = ranker.model.probabilities(feature_matrix(fresh, ranker.model.features))
     for got in served:
         np.testing.assert_array_equal(got[0], expected[0])
+
+
+def test_fitting_builds_the_history_tables_once_and_its_features_and_rerank_equal_fresh_ones(
+    outcome_run, tmp_path, monkeypatch
+):
+    run = Run(shutil.copytree(outcome_run, tmp_path / "run"))
+    retriever = Retriever.load(run)
+    built = []
+    for module in (behaviour_features, behaviour_job):  # wherever a call would look the builder up
+        monkeypatch.setattr(module, "history_tables", lambda *a: built.append(a) or history_tables(*a))
+    model = behaviour_job.fit_outcome_model(run, retriever, run.config.behaviour)
+    assert len(built) == 1  # one pass over the log serves every part's pairs and the rerank evaluation
+    # What building the tables again for each use (as before) gives, from the same history and pairs:
+    history = outcome_history(run.dataset, retriever.vocabs, OutcomeLabel(**model.label), run.config.data.split)
+    settings = FeatureSettings(**model.settings)
+    fresh = history_tables(history.drop(PART), settings)
+    catalogue = retriever.index.vectors(np.arange(len(retriever.index)))
+    pairs = pl.read_parquet(run.folder.behaviour / behaviour_job.PAIRS_FILE)
+    again = behaviour_job.with_features(pairs.select("user_id", "item_id", TIME), fresh, settings, retriever, catalogue)
+    assert_frame_equal(again.select(FEATURES), pairs.select(FEATURES))
+    evaluation = json.loads((run.folder.behaviour / behaviour_job.EVALUATION).read_text())
+    assert behaviour_job.rerank_comparison(model, retriever, history, fresh, run.data.test) == evaluation["rerank"]
 
 
 def test_user_export_takes_p_outcome_from_the_outcome_model(outcome_run, tmp_path):
