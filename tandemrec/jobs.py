@@ -55,7 +55,7 @@ from tandemrec.training.behaviour_head_fit import fit_behaviour_head
 from tandemrec.training.checkpoint import CheckpointError, Checkpoints
 from tandemrec.training.behaviour_config import BehaviourConfig
 from tandemrec.training.init_from import init_from
-from tandemrec.training.new_items import place_new_items
+from tandemrec.training.table_init import TableInit
 from tandemrec.training.frozen_features import cache_frozen_backbones
 from tandemrec.training.trainer import Trainer, TrainResult
 
@@ -120,17 +120,21 @@ def train(config: RunConfig, run_dir: str | Path, progress: bool = True, resume:
             atomic_write_json(run.folder.config, to_dict(resolved))
             data.vocabs.save(run.folder.vocab)
         torch.manual_seed(config.train.seed)  # the same initial model on every rank, and on every run
-        model = TwoTower(resolved.model)
+        # Tables on the meta device: each process materialises only its shards (training/table_init.py).
+        model = TwoTower(resolved.model, device=torch.device("meta"))
+        table_init = TableInit(config.train.seed)
         if config.train.init_from and not resume:
-            log.info("init from %s: %s", config.train.init_from, init_from(model, data.vocabs, config.train.init_from).summary())
+            report = init_from(model, data.vocabs, config.train.init_from)
+            table_init.carried = report.carried
+            log.info("init from %s: %s", config.train.init_from, report.summary())
         tokenizer = load_tokenizer(resolved.model.item.text.name_or_path) if resolved.model.item.text else None
         content = item_content(model, data, tokenizer, progress and env.rank == 0)
         trainer = Trainer(
-            model, data, content, config.train, run.folder, tokenizer, progress, fingerprint(config), resume=resume
+            model, data, content, config.train, run.folder, tokenizer, progress, fingerprint(config), resume, table_init
         )
         result = trainer.fit()
-        if env.rank == 0:  # before anything reads the saved model: placing new items changes its hash
-            log.info(place_new_items(run.folder.model, content, data, config.train.new_item_exposure).summary())
+        if env.rank == 0:
+            log.info(result.placement.summary())
         if config.behaviour.enabled and env.rank == 0:
             fit_run_behaviour(run, config.behaviour, content, progress)
         return result
@@ -139,18 +143,23 @@ def train(config: RunConfig, run_dir: str | Path, progress: bool = True, resume:
 
 
 def sized(config: RunConfig, vocabs: Vocabularies) -> RunConfig:
-    """The config with the model's table sizes taken from the vocabularies."""
+    """The config with the model's table sizes taken from the vocabularies, or the configured
+    `model.sizes` where larger (tables sized ahead for a catalogue or user base that will grow)."""
+    floor = config.model.sizes
     sizes = Cardinalities(
-        users=len(vocabs.users),
-        items=len(vocabs.items),
-        categories=len(vocabs.categories),
-        user_attributes={name: len(v) for name, v in vocabs.attributes.items()},
+        users=max(len(vocabs.users), floor.users),
+        items=max(len(vocabs.items), floor.items),
+        categories=max(len(vocabs.categories), floor.categories),
+        user_attributes={name: max(len(v), floor.user_attributes.get(name, 0)) for name, v in vocabs.attributes.items()},
     )
     return dataclasses.replace(config, model=dataclasses.replace(config.model, sizes=sizes))
 
 
 # Settings that may change between a checkpoint and its resumption: how long, where and how often.
-RESUMABLE_CHANGES = ("epochs", "patience", "device", "sharding", "table_sharding", "checkpoint_every", "keep_checkpoints", "encode_batch_size", "init_from", "cpu_threads")
+RESUMABLE_CHANGES = (
+    "epochs", "patience", "device", "sharding", "table_sharding", "checkpoint_every", "keep_checkpoints",
+    "encode_batch_size", "init_from", "cpu_threads", "max_memory_per_process",
+)
 
 
 def fingerprint(config: RunConfig) -> dict:

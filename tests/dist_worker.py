@@ -5,6 +5,9 @@ with fused SGD (lr 1) on the tables so that their update is minus their gradient
 global loss, the dense gradients and the table updates to OUT (safetensors) for comparison across
 process counts.
 
+`embed DATASET OUT`: every user's vector from a row-wise sharded tower, by `embed(..., shared=True)` and by `embed`;
+rank 0 writes both to OUT.
+
 `exit FOLDER`: the least that holds what must be let go at exit (sharded tables with a fused optimizer,
 DDP, a DCP checkpoint, gloo): shard a small model, train a step, checkpoint, shut down.
 """
@@ -14,7 +17,10 @@ import re
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
+import torch.distributed as dist
+from torchrec.distributed.types import ShardedTensor
 
 from tandemrec.training import distributed
 
@@ -22,7 +28,6 @@ GLOBAL_BATCH = 64
 
 
 def step(dataset: str, out: str, sharding: str, history_encoder: str = "mean") -> None:
-    import numpy as np
     from safetensors.torch import save_file
 
     sys.path.insert(0, str(Path(__file__).parent))
@@ -36,6 +41,7 @@ def step(dataset: str, out: str, sharding: str, history_encoder: str = "mean") -
     from tandemrec.towers.text_encoder import load_tokenizer
     from tandemrec.towers.two_tower import TwoTower
     from tandemrec.training.global_batch import total
+    from tandemrec.training.table_init import TableInit
     from tandemrec.training.trainer import Trainer
 
     env = distributed.init("cpu")
@@ -51,24 +57,55 @@ def step(dataset: str, out: str, sharding: str, history_encoder: str = "mean") -
     data = prepare(Dataset.load(dataset), config.data.split, user.history_len, config.data.domains, user.sequence)
     config = sized(config, data.vocabs)
     torch.manual_seed(0)
-    model = TwoTower(config.model)
+    model = TwoTower(config.model, device=torch.device("meta"))  # as training builds it: tables as shards only
     tokenizer = load_tokenizer(config.model.item.text.name_or_path)
     content = item_content(model, data, tokenizer)
     trainer = Trainer(model, data, content, config.train, RunFolder(Path(out).parent / f"run-{env.rank}"), progress=False)
-    dmp, _ = distributed.shard(model, env, 1.0, sharding, {}, "sgd")
-    before = distributed.dense_state_dict(dmp)
+    dmp, _ = distributed.shard(model, env, 1.0, sharding, {}, "sgd", TableInit(seed=0))
+    before = dense_state_dict(dmp)
     dmp.train()
     batch = np.random.default_rng(0).permutation(len(trainer.train))[:GLOBAL_BATCH]
     loss = trainer.batch_loss(dmp, env, batch, 1, 0)
     loss.backward()
     grads = {_plain(name): p.grad.detach().clone() for name, p in dmp.named_parameters() if p.grad is not None}
-    after = distributed.dense_state_dict(dmp)
+    after = dense_state_dict(dmp)
     global_loss = total(loss.item(), env.device) / env.world_size
     if env.rank == 0:
         tensors = {"loss": torch.tensor([global_loss], dtype=torch.float64)}
         tensors.update({f"grad/{k}": v.contiguous() for k, v in grads.items()})
         tensors.update({f"update/{k}": (after[k] - before[k]).contiguous() for k in before if ".embedding_bags." in k})
         save_file(tensors, out)
+    distributed.shutdown(env)
+
+
+def embed_users(dataset: str, out: str) -> None:
+    """Every user's vector from a row-wise sharded user tower, by `embed(..., shared=True)` and by `embed` (every
+    process encoding everything in step); rank 0 writes both."""
+    from safetensors.torch import save_file
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from conftest import tiny_config
+
+    from tandemrec.data.dataset import Dataset
+    from tandemrec.data.prepared import prepare
+    from tandemrec.jobs import sized
+    from tandemrec.towers.inference import embed
+    from tandemrec.towers.two_tower import TwoTower
+    from tandemrec.training.table_init import TableInit
+
+    env = distributed.init("cpu")
+    config = tiny_config()
+    data = prepare(Dataset.load(dataset), config.data.split, config.model.user.history_len)
+    config = sized(config, data.vocabs)
+    torch.manual_seed(0)
+    model = TwoTower(config.model, device=torch.device("meta"), load_weights=False)
+    dmp, _ = distributed.shard(model, env, 0.1, "row_wise", init=TableInit(seed=0))
+    dmp.eval()
+    users = np.arange(1, len(data.vocabs.users))
+    shared = embed(model.user_tower, data.features.batches(users, None, 64), env.device, shared=True)
+    alone = embed(model.user_tower, data.features.batches(users, None, 64), env.device)
+    if env.rank == 0:
+        save_file({"shared": shared.contiguous(), "alone": alone.contiguous()}, out)
     distributed.shutdown(env)
 
 
@@ -104,6 +141,19 @@ class _Small(torch.nn.Module):
         return self.head(self.ebc(features).values())
 
 
+def dense_state_dict(dmp: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The model's state with sharded tables gathered into plain tensors (whole, for comparison); complete on
+    rank 0."""
+    out = {}
+    for key, value in dmp.state_dict().items():
+        if isinstance(value, ShardedTensor):
+            full = torch.empty(value.size(), dtype=value.dtype) if dist.get_rank() == 0 else None
+            value.gather(dst=0, out=full)
+            value = full
+        out[key] = value.detach().cpu() if value is not None else None
+    return out
+
+
 def _plain(name: str) -> str:
     """A parameter's name without the DMP/DDP wrappers' prefixes."""
     return re.sub(r"^(_dmp_wrapped_module\.)?(module\.)?", "", name)
@@ -111,4 +161,4 @@ def _plain(name: str) -> str:
 
 if __name__ == "__main__":
     mode, *args = sys.argv[1:]
-    {"step": step, "exit": exit_cleanly}[mode](*args)
+    {"step": step, "embed": embed_users, "exit": exit_cleanly}[mode](*args)

@@ -13,9 +13,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file
 
 from conftest import TINY_OVERRIDES, tiny_config
+from tandemrec.training.table_init import TableInit
 
 pytestmark = [pytest.mark.slow, pytest.mark.distributed]  # torchrun subprocesses
 
@@ -75,6 +77,25 @@ def test_two_processes_train_with_each_rank_holding_its_shards(tmp_path: Path, s
     assert (run / "model" / "model.safetensors").is_file()
 
 
+def test_a_table_over_one_process_memory_trains_on_two_and_is_refused_on_one_or_too_few(tmp_path: Path) -> None:
+    # 4M user rows x 16 dims: 0.24 GiB of table; 0.25 GiB per process holds half of it, not all of it.
+    rows, key = 4_000_000, "user_tower.ebc.embedding_bags.user_id.weight"
+    big = ("train.sharding=row_wise", "train.epochs=1", "train.max_memory_per_process=0.25GiB", "behaviour.enabled=false")
+    run_ok(train_command(2, tmp_path / "two", f"model.sizes.users={rows}", *big))
+    with safe_open(str(tmp_path / "two" / "model" / "model.safetensors"), "pt") as weights:
+        tail = weights.get_slice(key)[rows - 100 : rows]  # rows past the shop's users: never trained
+    seeded = torch.empty(100, 16)
+    TableInit(seed=0).fill(key, (rows, 16), seeded, rows - 100)
+    assert torch.equal(tail, seeded)
+    for processes, users in ((1, rows), (2, 2_000_000_000)):  # refused on every rank, none left waiting
+        done = subprocess.run(
+            train_command(processes, tmp_path / f"refused-{processes}", f"model.sizes.users={users}", *big),
+            capture_output=True, text=True, timeout=300, env=ENV,
+        )
+        assert done.returncode != 0
+        assert f"over {processes} process(es) on cpu with 0.25 GiB each" in done.stderr, done.stderr[-3000:]
+
+
 @pytest.mark.parametrize(
     "sharding, history_encoder", [("table_wise", "mean"), ("row_wise", "mean"), ("row_wise", "attention")]
 )
@@ -91,8 +112,21 @@ def test_global_batch_on_two_processes_gives_one_process_loss_and_gradients(
     assert sum(k.startswith("grad/") for k in nonzero) > 20 and sum(k.startswith("update/") for k in nonzero) == tables
     assert b["loss"].item() == pytest.approx(a["loss"].item(), rel=1e-6)
     for key in a:
+        # Float32 sums in another order on 2 processes: elements near 0 differ by up to ~3e-5 of the
+        # tensor's largest; a wrong scale or a lost gradient is off by 50% or more.
         scale = max(a[key].abs().max().item(), 1e-3)
-        torch.testing.assert_close(b[key], a[key], rtol=1e-4, atol=1e-5 * scale, msg=key)
+        torch.testing.assert_close(b[key], a[key], rtol=1e-4, atol=1e-4 * scale, msg=key)
+
+
+def test_processes_embed_a_share_each_and_gather_the_vectors_every_process_computes_alone(
+    tmp_path: Path, tiny_dataset: Path
+) -> None:
+    out = tmp_path / "vectors.safetensors"
+    run_ok(torchrun(2, str(WORKER), "embed", str(tiny_dataset), str(out)))
+    vectors = load_file(out)
+    # 300 users in batches of 64: 5 batches, so one process runs a forward only to serve the other's lookups.
+    assert vectors["shared"].shape == (300, 32)
+    assert torch.equal(vectors["shared"], vectors["alone"])
 
 
 def _processes() -> dict[int, tuple[int, str]]:

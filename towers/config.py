@@ -103,7 +103,8 @@ class ItemTowerConfig:
 
 @dataclass
 class Cardinalities:
-    """Table sizes, known once the vocabularies are built; index 0 of each is the unknown id."""
+    """Table sizes: the vocabularies', filled in at training, or the configured ones where larger (tables
+    sized ahead for ids to come); index 0 of each is the unknown id."""
 
     users: int = setting(1, ge=1)
     items: int = setting(1, ge=1)

@@ -11,18 +11,22 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
+from torch.distributed._shard.sharded_tensor import ShardedTensor
 
 from tandemrec.errors import MissingFileError
 from tandemrec.io.atomic import atomic_path, atomic_write_json
+from tandemrec.io.safetensors_stream import Layout, Piece
 from tandemrec.towers.errors import EncoderLoadError
 
 CONFIG_FILE = "config.json"
@@ -31,12 +35,46 @@ TOKENIZER_DIR = "tokenizer"
 
 
 def write_module(folder: Path, weights_file: str, state_dict: dict[str, torch.Tensor], config_file: str, config: dict) -> None:
-    """Write the weights, then the config (each atomically), so a config never names weights that are not there."""
+    """Write the weights, then the config (each atomically), so a config never names weights that are not there.
+
+    A state holding sharded tables (a sharded model's `state_dict()`) is written by every process of the
+    group together, each its own shards (`write_sharded`); then rank 0 writes the config."""
+    if any(isinstance(v, ShardedTensor) for v in state_dict.values()):
+        write_sharded(folder / weights_file, state_dict)
+        if dist.get_rank() == 0:
+            atomic_write_json(folder / config_file, config)
+        dist.barrier()
+        return
     folder.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
     with atomic_path(folder / weights_file) as tmp:
         save_file(tensors, str(tmp), metadata={"format": "pt"})
     atomic_write_json(folder / config_file, config)
+
+
+def write_sharded(path: Path, state_dict: dict[str, torch.Tensor | ShardedTensor]) -> None:
+    """Collective: one safetensors file of a state whose tables are sharded over the group, streamed by each
+    process from its own shards (rank 0 also writes the replicated tensors), then renamed into place by
+    rank 0 once every process is done; no process ever holds a whole table."""
+    layout = Layout.of({k: (tuple(v.size()), v.dtype) for k, v in state_dict.items()}, {"format": "pt"})
+    tmp, rank = path.with_name(f".{path.name}.partial"), dist.get_rank()
+    if rank == 0:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        layout.create(tmp)
+    dist.barrier()
+    pieces = [
+        Piece(key, tuple(s.metadata.shard_offsets), s.tensor)
+        for key, value in state_dict.items()
+        if isinstance(value, ShardedTensor)
+        for s in value.local_shards()
+    ]
+    if rank == 0:
+        pieces += [Piece(k, (0,) * v.dim(), v) for k, v in state_dict.items() if not isinstance(v, ShardedTensor)]
+    layout.write(tmp, pieces)
+    dist.barrier()
+    if rank == 0:
+        os.replace(tmp, path)
+    dist.barrier()
 
 
 def require_files(folder: Path, names: tuple[str, ...], what: str) -> None:

@@ -6,6 +6,7 @@ import math
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from tandemrec.config_schema import from_dict, to_dict
@@ -45,13 +46,14 @@ class TwoTower(nn.Module):
         self, folder: str | Path, state_dict: dict[str, torch.Tensor] | None = None, tokenizer=None
     ) -> str:
         """Write `folder`: config.json, model.safetensors (`state_dict`, default this model's: training passes
-        its best epoch's) and, with `tokenizer`, tokenizer/. Returns the model hash (sha256 of the weights)."""
+        its sharded model's, and then every process of the group calls this together) and, with `tokenizer`,
+        tokenizer/. Returns the model hash (sha256 of the weights)."""
         folder = Path(folder)
         serialization.write_module(
             folder, serialization.WEIGHTS_FILE, state_dict or self.state_dict(),
             serialization.CONFIG_FILE, to_dict(self.portable_config()),
         )
-        if tokenizer is not None:
+        if tokenizer is not None and not (dist.is_initialized() and dist.get_rank() != 0):
             serialization.save_tokenizer(tokenizer, folder / serialization.TOKENIZER_DIR)
         return serialization.model_hash(folder)
 

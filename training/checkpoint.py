@@ -5,6 +5,9 @@ its own shards of the tables and optimizer states; DCP reshards on load, so a ch
 processes resumes on M) and `meta.json`: the training position, best-so-far, LR schedule, world size,
 a fingerprint of the model and training config, and the SHA-256 of every file. It is written under a
 temporary name and renamed once complete, so a killed job leaves either a whole checkpoint or none.
+The checkpoint made at the end of the best epoch is kept beyond the last `keep`: it is the best model,
+sharded, from which training writes the run's model at its end. Tables are written and read in blocks
+of rows (`in_blocks`), so no process ever holds a second copy of its shards.
 
 Before DCP reads a single byte every file is checked against the checksums in the JSON `meta.json`: a
 truncated, corrupted or swapped file is refused with its name. Only tensors are stored through DCP. DCP
@@ -16,6 +19,7 @@ a DCP index holds, and runs nothing.
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -24,6 +28,9 @@ from typing import Any
 import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
+from torch.distributed._shard.metadata import ShardMetadata
+from torch.distributed._shard.sharded_tensor import Shard, ShardedTensor
+from torch.distributed._shard.sharded_tensor.metadata import ShardedTensorMetadata
 from torch.distributed.checkpoint.metadata import Metadata, StorageMeta
 
 from tandemrec.errors import TandemrecError
@@ -33,6 +40,7 @@ from tandemrec.training.safe_unpickle import ForbiddenGlobal, load_dcp_index
 META = "meta.json"
 INDEX = ".metadata"  # DCP's index of a checkpoint, a pickle
 FORMAT = 1
+BLOCK_BYTES = 16 << 20  # of a table's rows per DCP item
 
 
 class CheckpointError(TandemrecError, RuntimeError):
@@ -83,7 +91,7 @@ class Checkpoints:
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)
         dist.barrier()
-        dcp.save(_tensors(model, optimizer, extra), checkpoint_id=str(tmp))
+        dcp.save(in_blocks(_tensors(model, optimizer, extra)), checkpoint_id=str(tmp))
         dist.barrier()
         if rank == 0:
             files = {p.name: sha256_file(p) for p in sorted(tmp.iterdir())}
@@ -99,10 +107,17 @@ class Checkpoints:
                 },
             )
             replace_folder(tmp, final)
+            best = self.best(state.best_epoch)
             for old in self._complete()[: -self.keep]:
-                shutil.rmtree(old)
+                if old != best:
+                    shutil.rmtree(old)
         dist.barrier()
         return final
+
+    def best(self, epoch: int) -> Path:
+        """The checkpoint made at the end of `epoch` (the best one is kept beyond `keep`: it is the best model,
+        sharded)."""
+        return self.folder / checkpoint_name(TrainState(epoch=epoch + 1, step=0))
 
     def latest(self) -> Path | None:
         """The newest complete checkpoint (temporary folders of a killed save are ignored)."""
@@ -147,10 +162,18 @@ class Checkpoints:
         the state and the LR schedule's saved state."""
         meta = self.check(path)
         tensors = _tensors(model, optimizer, extra)
-        dcp.load(tensors, storage_reader=IndexCheckedReader(path))
+        dcp.load(in_blocks(tensors), storage_reader=IndexCheckedReader(path))  # into `tensors`' memory
         model.load_state_dict(tensors["model"])
         optimizer.load_state_dict({**optimizer.state_dict(), "state": tensors["optimizer"]})
         return TrainState(**meta["state"]), meta["schedule"]
+
+
+    def restore_model(self, path: Path, model: torch.nn.Module) -> None:
+        """Load only the model's state of a checked checkpoint in place, resharded to this world size."""
+        self.check(path)
+        tensors = {"model": model.state_dict()}
+        dcp.load(in_blocks(tensors), storage_reader=IndexCheckedReader(path))
+        model.load_state_dict(tensors["model"])
 
 
 def read_index(file: Path) -> Metadata:
@@ -191,6 +214,32 @@ def _tensors(model: torch.nn.Module, optimizer, extra: dict[str, torch.Tensor] |
     trainer, their learning rates restored from the schedule."""
     tensors = {"model": model.state_dict(), "optimizer": optimizer.state_dict()["state"]}
     return {**tensors, "extra": extra} if extra else tensors
+
+
+def in_blocks(state: Any) -> Any:
+    """`state` with every ShardedTensor re-cut into blocks of rows (views of the same memory).
+
+    A table shard of TorchRec's fused kernel is a view into one buffer of all its tables, and DCP copies
+    such a view whole before writing it: the copy of a large shard would double the process's memory. A
+    block is copied, written and let go one at a time instead; loading reads a block at a time too."""
+    if isinstance(state, dict):
+        return {key: in_blocks(value) for key, value in state.items()}
+    if not isinstance(state, ShardedTensor):
+        return state
+    meta = state.metadata()
+    local = {tuple(s.metadata.shard_offsets): s.tensor for s in state.local_shards()}
+    blocks, pieces = [], []
+    for shard in meta.shards_metadata:
+        (row, *rest), (height, *sizes) = shard.shard_offsets, shard.shard_sizes
+        step = max(1, BLOCK_BYTES // max(1, math.prod(sizes) * meta.tensor_properties.dtype.itemsize))
+        mine = local.get(tuple(shard.shard_offsets))
+        for start in range(0, height, step):
+            block = ShardMetadata([row + start, *rest], [min(step, height - start), *sizes], shard.placement)
+            blocks.append(block)
+            if mine is not None:
+                pieces.append(Shard(mine[start : start + step], block))
+    global_meta = ShardedTensorMetadata(blocks, meta.size, meta.tensor_properties)
+    return ShardedTensor._init_from_local_shards_and_global_metadata(pieces, global_meta)
 
 
 def _differences(saved: dict[str, Any], now: dict[str, Any], prefix: str = "") -> list[str]:

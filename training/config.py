@@ -17,6 +17,8 @@ SHARDING_TYPES = (
 )
 DOMAIN_MODES = ("joint", "source", "target")
 _DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
+_UNITS = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40}
+_SIZE = re.compile(rf"(\d+(?:\.\d+)?)\s*({'|'.join(_UNITS)})?")
 
 
 @dataclass
@@ -71,6 +73,10 @@ class TrainConfig:
     # Steps between checkpoints within an epoch (0: at the end of each epoch only).
     checkpoint_every: int = setting(0, ge=0)
     keep_checkpoints: int = setting(2, ge=1)
+    # Memory the sharding planner may give each process's tables and their optimizer state, e.g. "24GiB";
+    # a plan over it is refused before any table is allocated. "": the host's RAM shared by its processes
+    # (on GPU, the device's memory).
+    max_memory_per_process: str = ""
     init_from: str | None = None  # a run folder whose towers start this model (staged training)
 
     def __post_init__(self) -> None:
@@ -79,3 +85,16 @@ class TrainConfig:
             raise ConfigError(
                 f"config key 'device' must be auto, cpu, cuda or cuda:N, got {self.device!r}", ("device",)
             )
+        self.max_memory_bytes()
+
+    def max_memory_bytes(self) -> int:
+        """`max_memory_per_process` in bytes (0: not set)."""
+        if not self.max_memory_per_process:
+            return 0
+        size = _SIZE.fullmatch(self.max_memory_per_process.strip())
+        if not size or float(size[1]) <= 0:
+            raise ConfigError(
+                "config key 'max_memory_per_process' must be a size such as \"512MiB\", \"24GiB\" or \"2TB\", "
+                f"got {self.max_memory_per_process!r}", ("max_memory_per_process",)
+            )
+        return int(float(size[1]) * _UNITS[size[2] or "B"])

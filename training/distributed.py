@@ -6,6 +6,7 @@ state-dict handling are the same code on a laptop and under torchrun.
 from __future__ import annotations
 
 import gc
+import math
 import os
 from dataclasses import dataclass
 
@@ -23,10 +24,13 @@ from torchrec.distributed.types import ShardedTensor, ShardingPlan, ShardingType
 from torchrec.optim.rowwise_adagrad import RowWiseAdagrad
 
 from tandemrec.errors import ConfigError, TandemrecError
+from tandemrec.training.table_init import TableInit
 
 # The optimizers TorchRec fuses into the tables' backward on CPU and GPU alike (Adam is GPU-only).
 EMBEDDING_OPTIMIZERS = {"rowwise_adagrad": RowWiseAdagrad, "adagrad": torch.optim.Adagrad, "sgd": torch.optim.SGD}
 SHARDING_TYPES = tuple(t.value for t in ShardingType)
+# The lines of TorchRec's refusal that say how much memory was needed and how much there was.
+PLANNER_FIGURES = ("Per rank reservation for dense storage", "Global storage available", "Global storage requirement")
 ROW_SHARDINGS = (ShardingType.ROW_WISE.value, ShardingType.TABLE_ROW_WISE.value, ShardingType.GRID_SHARD.value)
 
 
@@ -89,6 +93,12 @@ def shutdown(env: Env) -> None:
         dist.destroy_process_group()
 
 
+def move_dense(model: nn.Module, device: torch.device) -> None:
+    """Move the model to `device`, but for tables still on the meta device: `shard` materialises those, as
+    shards, on the device."""
+    model._apply(lambda t: t if t.is_meta else t.to(device))
+
+
 class CpuRowWiseSharder(EmbeddingBagCollectionSharder):
     """TorchRec offers row-wise sharding only for GPU compute; the fused CPU kernel trains it correctly too."""
 
@@ -125,17 +135,23 @@ def shard(
     sharding: str = "table_wise",
     table_sharding: dict[str, str] | None = None,
     embedding_optimizer: str = "rowwise_adagrad",
+    init: TableInit | None = None,
+    max_memory: int = 0,
 ) -> tuple[DistributedModelParallel, ShardingPlan]:
     """Fuse the embedding optimizer into the tables' backward, plan the sharding over the real world size and
     wrap the model; the dense rest is data-parallel (DDP). Both average gradients over ranks.
 
     Every table gets the sharding type asked for and, but for data-parallel tables, the fused fbgemm
     kernel: left to itself the planner makes small tables data-parallel with a dense kernel.
+
+    Tables built on the meta device are materialised as shards only and filled by `init` (seeded rows, the
+    same for any process count); a plan that does not fit `max_memory` bytes per process (0: the host's
+    share) is refused before any table memory is allocated. Tables built in memory keep their rows.
     """
     chosen = table_shardings(model, sharding, table_sharding or {}, env.device.type)
     if embedding_optimizer not in EMBEDDING_OPTIMIZERS:
         raise ConfigError(f"train.embedding_optimizer must be one of {list(EMBEDDING_OPTIMIZERS)}, got '{embedding_optimizer}'")
-    tables = {k: v.detach().clone() for k, v in model.state_dict().items() if ".embedding_bags." in k}
+    tables = {k: v.detach() for k, v in model.state_dict().items() if ".embedding_bags." in k}
     constraints = {}
     for module in model.modules():
         if isinstance(module, EmbeddingBagCollection):
@@ -145,46 +161,71 @@ def shard(
                 constraints[table.name] = ParameterConstraints(
                     sharding_types=[chosen[table.name]], compute_kernels=[kernel.value]
                 )
-    topology = Topology(world_size=env.world_size, compute_device=env.device.type, **_memory_per_rank(env))
+    topology = Topology(world_size=env.world_size, compute_device=env.device.type, **_memory_per_rank(env, max_memory))
     sharders = [CpuRowWiseSharder()]
     planner = EmbeddingShardingPlanner(topology=topology, constraints=constraints)
-    try:
-        plan = planner.collective_plan(model, sharders, dist.GroupMember.WORLD)
-    except PlannerError as err:
+    plan = _collective_plan(planner, model, sharders)
+    if isinstance(plan, str):
         gib = topology.devices[0].storage.ddr / 2**30 if env.device.type == "cpu" else topology.devices[0].storage.hbm / 2**30
+        largest = sorted(tables.items(), key=lambda kv: -math.prod(kv[1].shape) * kv[1].element_size())[:3]
+        sizes = ", ".join(f"{k} {math.prod(v.shape) * v.element_size() / 2**30:.2f} GiB" for k, v in largest)
         raise ShardingError(
             f"cannot shard the embedding tables {chosen} over {env.world_size} process(es) on "
-            f"{env.device.type} with {gib:.1f} GiB each: {str(err).splitlines()[0].strip()} "
-            "Use more processes or hosts (torchrun --nproc_per_node / --nnodes), or another sharding type."
-        ) from err
+            f"{env.device.type} with {gib:.2f} GiB each (train.max_memory_per_process, else the host's share): "
+            f"{plan} The largest tables (without optimizer state): {sizes}. "
+            "Use more processes or hosts (torchrun --nproc_per_node / --nnodes), row_wise sharding, or raise "
+            "train.max_memory_per_process."
+        )
     dmp = DistributedModelParallel(model, device=env.device, plan=plan, sharders=sharders)
-    _copy_tables(dmp, tables)
+    _fill_tables(dmp, tables, init or TableInit(seed=0))
     return dmp, plan
 
 
+def _collective_plan(planner: EmbeddingShardingPlanner, model: nn.Module, sharders: list) -> ShardingPlan | str:
+    """Rank 0's plan, or why it found none, on every rank. TorchRec's `collective_plan` raises the refusal
+    on rank 0 alone and leaves the other ranks waiting for a plan forever."""
+    outcome: list[ShardingPlan | str | None] = [None]
+    if dist.get_rank() == 0:
+        try:
+            outcome[0] = planner.plan(model, sharders)
+        except PlannerError as err:
+            lines = [line.strip() for line in str(err).splitlines()]
+            figures = [line.rstrip(",").removesuffix("))") + ")." for line in lines if line.startswith(PLANNER_FIGURES)]
+            outcome[0] = " ".join([lines[0], *figures])
+    dist.broadcast_object_list(outcome, src=0)
+    return outcome[0]
+
+
 @torch.no_grad()
-def _copy_tables(dmp: DistributedModelParallel, tables: dict[str, torch.Tensor]) -> None:
-    """Put the unsharded tables' rows into the shards. On CPU, TorchRec's sharded modules start from a
-    fresh random init instead (they copy the module's weights only on accelerators), which would lose
-    the seeded init, `--init-from` rows and any loaded weights."""
+def _fill_tables(dmp: DistributedModelParallel, tables: dict[str, torch.Tensor], init: TableInit) -> None:
+    """Put each table's rows into its shards: a table built in memory is copied (on CPU, TorchRec's sharded
+    modules start from a fresh random init instead, which would lose the seeded init and any loaded
+    weights); one built on the meta device is drawn by `init`, shard by shard."""
     state = dmp.state_dict()
     for key, full in tables.items():
         target = state[key]
-        if isinstance(target, ShardedTensor):
-            for shard in target.local_shards():
-                (r, c), (h, w) = shard.metadata.shard_offsets, shard.metadata.shard_sizes
-                shard.tensor.copy_(full[r : r + h, c : c + w])
-        else:
-            target.copy_(full)
+        pieces = (
+            [(s.tensor, *s.metadata.shard_offsets) for s in target.local_shards()]
+            if isinstance(target, ShardedTensor)
+            else [(target, 0, 0)]
+        )
+        for tensor, r, c in pieces:
+            if full.is_meta:
+                init.fill(key, tuple(full.shape), tensor, r, c)
+            else:
+                tensor.copy_(full[r : r + tensor.shape[0], c : c + tensor.shape[1]])
 
 
-def _memory_per_rank(env: Env) -> dict[str, int]:
+def _memory_per_rank(env: Env, max_memory: int = 0) -> dict[str, int]:
     """The memory each rank really has, so that the planner refuses tables that cannot fit rather than
-    leaving the allocation to fail: the host's RAM shared by its processes, and the GPU's own memory."""
+    leaving the allocation to fail: the host's RAM shared by its processes (or `max_memory`, when set and
+    smaller), and the GPU's own memory."""
     local = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
-    caps = {"ddr_cap": os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // local}
+    host = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // local
+    caps = {"ddr_cap": min(host, max_memory) if max_memory else host}
     if env.device.type == "cuda":
-        caps["hbm_cap"] = torch.cuda.get_device_properties(env.device).total_memory
+        hbm = torch.cuda.get_device_properties(env.device).total_memory
+        caps["hbm_cap"] = min(hbm, max_memory) if max_memory else hbm
     return caps
 
 
@@ -220,15 +261,3 @@ def held_shards(dmp: DistributedModelParallel) -> dict[str, dict[str, list[dict]
     every: list[dict] = [{} for _ in range(dist.get_world_size())]
     dist.all_gather_object(every, mine)
     return {str(rank): held for rank, held in enumerate(every)}
-
-
-def dense_state_dict(dmp: DistributedModelParallel) -> dict[str, torch.Tensor]:
-    """The model's state with sharded tables gathered into plain tensors; complete on rank 0."""
-    out = {}
-    for key, value in dmp.state_dict().items():
-        if isinstance(value, ShardedTensor):
-            full = torch.empty(value.size(), dtype=value.dtype) if dist.get_rank() == 0 else None
-            value.gather(dst=0, out=full)
-            value = full
-        out[key] = value.detach().cpu() if value is not None else None
-    return out

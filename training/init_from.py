@@ -24,6 +24,9 @@ class InitReport:
     copied: list[str] = field(default_factory=list)
     remapped: dict[str, int] = field(default_factory=dict)  # table key -> rows carried over
     skipped: dict[str, str] = field(default_factory=dict)  # key -> why
+    # Of tables still on the meta device: key -> (row numbers, their values), put into the shards once they
+    # exist (training/table_init.py).
+    carried: dict[str, tuple[np.ndarray, torch.Tensor]] = field(default_factory=dict)
 
     def summary(self) -> str:
         rows = ", ".join(f"{k.split('.')[-2]}: {n}" for k, n in self.remapped.items())
@@ -48,7 +51,8 @@ def table_vocabulary(key: str, vocabs: Vocabularies) -> Vocabulary | None:
 
 
 def init_from(model: TwoTower, vocabs: Vocabularies, source: str | Path) -> InitReport:
-    """Load `source`'s model into `model` in place (see module docstring); returns what was carried."""
+    """Load `source`'s model into `model` in place (see module docstring); returns what was carried. The
+    rows of tables built on the meta device are returned in `carried` instead."""
     run = Run(source)
     if not run.folder.model.is_dir():
         raise MissingFileError(f"--init-from '{source}' is not a trained run folder (no model/)")
@@ -63,7 +67,12 @@ def init_from(model: TwoTower, vocabs: Vocabularies, source: str | Path) -> Init
                 continue
             vocab = table_vocabulary(key, vocabs)
             if vocab is not None and value.shape[1:] == target.shape[1:]:
-                report.remapped[key] = _copy_rows(target, value, vocab, table_vocabulary(key, source_vocabs))
+                rows, source_rows = _common_rows(vocab, table_vocabulary(key, source_vocabs))
+                if target.is_meta:
+                    report.carried[key] = (rows, value[torch.from_numpy(source_rows)])
+                else:
+                    target[torch.from_numpy(rows)] = value[torch.from_numpy(source_rows)]
+                report.remapped[key] = max(0, len(rows) - 1)
             elif value.shape == target.shape:
                 target.copy_(value)
                 report.copied.append(key)
@@ -72,11 +81,12 @@ def init_from(model: TwoTower, vocabs: Vocabularies, source: str | Path) -> Init
     return report
 
 
-def _copy_rows(target: torch.Tensor, value: torch.Tensor, vocab: Vocabulary, source_vocab: Vocabulary | None) -> int:
+def _common_rows(vocab: Vocabulary, source_vocab: Vocabulary | None) -> tuple[np.ndarray, np.ndarray]:
+    """The rows of the ids both vocabularies know, here and in the source, the unknown id's row 0 first
+    (none when the source has no such vocabulary)."""
     if source_vocab is None:
-        return 0
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
     common = sorted(set(vocab.ids[1:]) & set(source_vocab.ids[1:]))
-    rows = np.concatenate([[0], vocab.encode(common)]) if common else np.zeros(1, np.int64)
-    source_rows = np.concatenate([[0], source_vocab.encode(common)]) if common else np.zeros(1, np.int64)
-    target[torch.from_numpy(rows)] = value[torch.from_numpy(source_rows)]
-    return len(common)
+    if not common:
+        return np.zeros(1, np.int64), np.zeros(1, np.int64)
+    return np.concatenate([[0], vocab.encode(common)]), np.concatenate([[0], source_vocab.encode(common)])

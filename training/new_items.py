@@ -14,7 +14,6 @@ because how much new items are wanted differs from shop to shop.
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -59,15 +58,16 @@ def fit_new_item_placement(
 
     `content` is the catalogue in vocabulary order, items without training events already id-masked (as
     `PreparedData.content` makes it). `target_exposure` 0 leaves new items at their content-only vectors.
+    Under a training job's process group every process calls it together (the embedding is shared).
     """
     counts = data.item_frequencies()[1:]
     warm = counts > 0
     was_training = model.training
     model.eval()
     try:
-        full = embed(model.item_tower, content.batches(batch_size), device).double().numpy()
+        full = embed(model.item_tower, content.batches(batch_size), device, shared=True).double().numpy()
         masked = dataclasses.replace(content, item_index=torch.zeros_like(content.item_index))
-        content_only = embed(model.item_tower, masked.batches(batch_size), device).double().numpy()
+        content_only = embed(model.item_tower, masked.batches(batch_size), device, shared=True).double().numpy()
         mean_offset = (counts[warm, None] * (full[warm] - content_only[warm])).sum(0) / max(counts[warm].sum(), 1.0)
         shift, exposure, chosen_by = _calibrated_shift(
             model, data, full, cold_rows(counts), mean_offset, target_exposure, batch_size, device
@@ -75,18 +75,6 @@ def fit_new_item_placement(
     finally:
         model.train(was_training)
     return NewItemPlacement(torch.as_tensor(shift * mean_offset, dtype=torch.float32), shift, exposure, chosen_by)
-
-
-def place_new_items(
-    model_dir: Path, content: ItemContent, data: PreparedData, target_exposure: float = 1.0
-) -> NewItemPlacement:
-    """Fit where the model saved in `model_dir` (trained on `data`) puts new items and save the offset
-    into it, so that index, evaluation, export and `Retriever.add_items` all place them the same way."""
-    model = TwoTower.from_pretrained(model_dir)
-    placement = fit_new_item_placement(model, content, data, target_exposure)
-    model.item_tower.new_item_offset.copy_(placement.offset)
-    model.save_pretrained(model_dir)
-    return placement
 
 
 def _calibrated_shift(
@@ -114,7 +102,7 @@ def _calibrated_shift(
     if cold_share == 0.0:
         return FALLBACK_SHIFT, None, f"no new-item target in the validation part: shift {FALLBACK_SHIFT} (MovieLens's choice)"
     batches = data.features.batches(valid.users[evaluated], valid.times[evaluated], batch_size)
-    users = embed(model.user_tower, batches, device).double().numpy()
+    users = embed(model.user_tower, batches, device, shared=True).double().numpy()
     share = _ColdShare(users, items, cold, mean_offset, [seen[i] for i in evaluated])
 
     def distance(shift: float) -> float:

@@ -28,10 +28,12 @@ from tandemrec.towers.inference import embed
 from tandemrec.towers.two_tower import TwoTower
 from tandemrec.training import distributed
 from tandemrec.training.checkpoint import CheckpointError, Checkpoints, TrainState
+from tandemrec.training.table_init import TableInit
 from tandemrec.training.config import TrainConfig
 from tandemrec.training.frozen_features import cache_frozen_backbones
 from tandemrec.training.global_batch import gather_with_grad, rank_slice, total
 from tandemrec.training.loss import InBatchSoftmax, domain_weights
+from tandemrec.training.new_items import NewItemPlacement, fit_new_item_placement
 from tandemrec.training.negatives import HardNegativeMiner, mixed_log_q, mixed_negatives
 from tandemrec.training.validation import user_recall_at_k
 
@@ -57,6 +59,7 @@ class TrainResult:
     epochs_run: int
     seconds: float
     history: list[dict] = field(default_factory=list)
+    placement: NewItemPlacement | None = None  # of the saved model's new items
 
 
 class Trainer:
@@ -80,9 +83,11 @@ class Trainer:
         progress: bool = True,
         fingerprint: dict[str, Any] | None = None,
         resume: bool = False,
+        table_init: TableInit | None = None,
     ) -> None:
         """`fingerprint`: the settings a checkpoint must have been made with to be resumed (see
-        training/checkpoint.py); `resume`: continue from the run's latest checkpoint."""
+        training/checkpoint.py); `resume`: continue from the run's latest checkpoint; `table_init`: how tables
+        built on the meta device get their first rows (default: drawn from `config.seed`)."""
         self.model = model
         self.data = data
         self.content = content
@@ -92,6 +97,7 @@ class Trainer:
         self.progress = progress
         self.checkpoints = Checkpoints(run.checkpoints, fingerprint or {}, config.keep_checkpoints)
         self.resume = resume
+        self.table_init = table_init or TableInit(config.seed)
         self.loss_fn = InBatchSoftmax()
         self.train, self.source, self.target = self._examples()
         # Mixed negatives are drawn from the items that have training events (cold items stay unseen).
@@ -108,13 +114,14 @@ class Trainer:
 
     def _fit(self, env: distributed.Env) -> TrainResult:
         cfg = self.config
-        self.model.to(env.device)
+        distributed.move_dense(self.model, env.device)
         if cfg.cache_frozen_backbones:
             cache_frozen_backbones(
                 self.model.item_tower, self.content, cfg.encode_batch_size, env.device, self.progress and env.rank == 0
             )
         dmp, plan = distributed.shard(
-            self.model, env, cfg.embedding_lr, cfg.sharding, cfg.table_sharding, cfg.embedding_optimizer
+            self.model, env, cfg.embedding_lr, cfg.sharding, cfg.table_sharding, cfg.embedding_optimizer,
+            self.table_init, cfg.max_memory_bytes(),
         )
         self._record_plan(plan, dmp, env)
         adamw, rates = self._adamw(dmp)
@@ -131,8 +138,20 @@ class Trainer:
             state = self._end_epoch(loop, epoch, loss_sum / loop.steps, speed, state.stale, result, start)
             if state.stale >= cfg.patience:
                 break
+        result.placement = self._save_best(dmp, result.best_epoch, env.device)
         result.seconds = time.perf_counter() - start
         return result
+
+    def _save_best(self, dmp: DistributedModelParallel, epoch: int, device: torch.device) -> NewItemPlacement:
+        """The best epoch's checkpoint (kept for this) loaded back into the sharded model, its new items
+        placed (training/new_items.py), then written as the run's model by every process together, each
+        streaming its own shards: no table is gathered, and every process does the same in step."""
+        self.checkpoints.restore_model(self.checkpoints.best(epoch), dmp)
+        cfg = self.config
+        placement = fit_new_item_placement(self.model, self.content, self.data, cfg.new_item_exposure, cfg.encode_batch_size, device)
+        self.model.item_tower.new_item_offset.copy_(placement.offset)
+        self.model.save_pretrained(self.run.model, dmp.state_dict(), self.tokenizer)
+        return placement
 
     def _train_epoch(
         self, loop: _Loop, epoch: int, first: int, loss_sum: float, stale: int, result: TrainResult
@@ -199,11 +218,8 @@ class Trainer:
         if self.progress and env.rank == 0:
             shown = (f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items() if k != "epoch")
             log.info("epoch %d: %s", epoch, ", ".join(shown))
-        if recall > result.best_recall:
+        if recall > result.best_recall:  # its checkpoint, below, is the best model (see `_save_best`)
             result.best_epoch, result.best_recall, stale = epoch, recall, 0
-            weights = distributed.dense_state_dict(loop.dmp)
-            if env.rank == 0:
-                self.model.save_pretrained(self.run.model, weights, self.tokenizer)
         else:
             stale += 1
         if self.miner is not None and epoch % self.config.hard_negatives_every == 0:
@@ -345,9 +361,9 @@ class Trainer:
         times = last[users] + 1
         size, shown = self.config.encode_batch_size, self._shows_progress()
         if items is None:
-            items = embed(self.model.item_tower, self.content.batches(size), device, shown, len(self.content), "items")
+            items = embed(self.model.item_tower, self.content.batches(size), device, shown, len(self.content), "items", shared=True)
         batches = self.data.features.batches(users, times, size)
-        vectors = embed(self.model.user_tower, batches, device, shown, len(users), "users")
+        vectors = embed(self.model.user_tower, batches, device, shown, len(users), "users", shared=True)
         self.miner.refresh(users, vectors.numpy(), items.numpy(), self.data.log.items_before(users, times), shown)
 
     def _record_plan(self, plan: ShardingPlan, dmp: DistributedModelParallel, env: distributed.Env) -> None:
@@ -374,13 +390,13 @@ class Trainer:
         return self.progress and torch.distributed.get_rank() == 0
 
     def _validate(self, dmp: DistributedModelParallel, device: torch.device) -> tuple[torch.Tensor, float]:
-        """Every rank embeds everything in step (sharded tables answer collectively) and computes the same
-        recall; the item vectors serve hard-negative mining too."""
+        """The ranks embed the catalogue and the users together, each a share (`embed(..., shared=True)`),
+        and every rank computes the same recall; the item vectors serve hard-negative mining too."""
         dmp.eval()
         model, valid, size, shown = self.model, self.data.valid, self.config.encode_batch_size, self._shows_progress()
-        items = embed(model.item_tower, self.content.batches(size), device, shown, len(self.content), "valid items")
+        items = embed(model.item_tower, self.content.batches(size), device, shown, len(self.content), "valid items", shared=True)
         batches = self.data.features.batches(valid.users, valid.times, size)
-        users = embed(model.user_tower, batches, device, shown, len(valid.users), "valid users")
+        users = embed(model.user_tower, batches, device, shown, len(valid.users), "valid users", shared=True)
         seen = self.data.log.items_before(valid.users, valid.times)
         return items, user_recall_at_k(users, items, valid.targets, seen, self.config.eval_k)
 
