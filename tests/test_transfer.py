@@ -20,6 +20,7 @@ from tandemrec.towers.fusion import ConcatFusion, GatedFusion, modality_dropout
 from tandemrec.towers.item_tower import ItemTower
 from tandemrec.towers.two_tower import TwoTower
 from tandemrec.training.init_from import init_from
+from tandemrec.training.table_init import TableInit
 from tests.conftest import tiny_config
 
 pytestmark = pytest.mark.slow  # trains a model (or runs jobs that do): minutes, not seconds
@@ -151,6 +152,41 @@ def test_init_from_carries_weights_and_remaps_ids(trained_run: Path, tmp_path: P
     new_item = sorted(set(vocabs.items.ids[1:]) - set(common))[0]
     assert not torch.equal(target_items[vocabs.items.encode([new_item])[0]], source_items[0])
     assert report.remapped["item_tower.ebc.embedding_bags.item_id.weight"] == len(common)
+
+
+def test_init_from_into_meta_tables_fills_each_shard_with_the_same_rows(trained_run: Path, tmp_path: Path) -> None:
+    shop = make_synthetic_shop(tmp_path / "shop", SyntheticShopConfig(n_users=200, n_items=150, n_classes=6, seed=3))
+    vocabs = Vocabularies.build(shop)
+    sizes = Cardinalities(users=len(vocabs.users), items=len(vocabs.items), categories=len(vocabs.categories),
+                          user_attributes={k: len(v) for k, v in vocabs.attributes.items()})
+    config = dataclasses.replace(Run(trained_run).model.config, sizes=sizes)
+    in_memory = TwoTower(config, load_weights=False)
+    init_from(in_memory, vocabs, trained_run)
+    meta = TwoTower(config, load_weights=False, device=torch.device("meta"))
+    report = init_from(meta, vocabs, trained_run)
+    key = "item_tower.ebc.embedding_bags.item_id.weight"
+    assert set(report.carried) == set(report.remapped) and key in report.carried
+    whole = in_memory.state_dict()[key]
+    table_init = TableInit(seed=0, carried=report.carried)
+    common = report.carried[key].rows
+    for (r0, r1), (c0, c1) in (((0, 40), (0, 16)), ((40, len(whole)), (3, 11))):  # a row shard, a column piece
+        shard = torch.empty(r1 - r0, c1 - c0)
+        table_init.fill(key, tuple(whole.shape), shard, r0, c0)
+        mine = common[(common >= r0) & (common < r1)]
+        assert len(mine) > 5
+        assert torch.equal(shard[torch.from_numpy(mine - r0)], whole[torch.from_numpy(mine), c0:c1])
+
+
+def test_training_from_another_run_starts_its_sharded_tables_from_that_runs_rows(trained_run: Path, tmp_path: Path) -> None:
+    from tandemrec import jobs
+
+    jobs.train(tiny_config("train.epochs=1", "behaviour.enabled=false", f'train.init_from="{trained_run}"'), tmp_path / "run", progress=False)
+    key = "item_tower.ebc.embedding_bags.item_id.weight"
+    source, staged = Run(trained_run).model.state_dict()[key], Run(tmp_path / "run").model.state_dict()[key]
+    # The same shop: every id is common. One epoch moves the carried rows a little; fresh rows would be
+    # unrelated to the source's (cosine about 0).
+    cosine = torch.nn.functional.cosine_similarity(source[1:], staged[1:], dim=1)
+    assert cosine.mean() > 0.8, cosine.mean()
 
 
 def test_init_from_a_folder_without_a_model_is_a_clear_error(tmp_path: Path) -> None:

@@ -2,7 +2,9 @@
 
 Dense weights (encoders, projections, fusion, MLPs) are copied where their shapes match. Embedding
 tables are copied row by row through the two runs' vocabularies, so an id known to both keeps its
-trained vector even when the new data numbers it differently (another split, another shop).
+trained vector even when the new data numbers it differently (another split, another shop). The source's
+tables are read from its weights file a block of rows at a time, never whole: into the shards each
+process holds, for a model whose tables are still on the meta device (training/table_init.py).
 """
 from __future__ import annotations
 
@@ -11,12 +13,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import SafetensorError, safe_open
 
 from tandemrec.data.vocab import Vocabulary
 from tandemrec.data.vocabularies import Vocabularies
 from tandemrec.errors import MissingFileError
 from tandemrec.run import Run
+from tandemrec.towers.errors import EncoderLoadError
+from tandemrec.towers.serialization import WEIGHTS_FILE, require_files
 from tandemrec.towers.two_tower import TwoTower
+from tandemrec.training.table_init import CarriedRows
 
 
 @dataclass
@@ -26,7 +32,7 @@ class InitReport:
     skipped: dict[str, str] = field(default_factory=dict)  # key -> why
     # Of tables still on the meta device: key -> (row numbers, their values), put into the shards once they
     # exist (training/table_init.py).
-    carried: dict[str, tuple[np.ndarray, torch.Tensor]] = field(default_factory=dict)
+    carried: dict[str, CarriedRows] = field(default_factory=dict)
 
     def summary(self) -> str:
         rows = ", ".join(f"{k.split('.')[-2]}: {n}" for k, n in self.remapped.items())
@@ -56,28 +62,33 @@ def init_from(model: TwoTower, vocabs: Vocabularies, source: str | Path) -> Init
     run = Run(source)
     if not run.folder.model.is_dir():
         raise MissingFileError(f"--init-from '{source}' is not a trained run folder (no model/)")
-    source_model, source_vocabs = run.model, run.vocabs
-    source_state = source_model.state_dict()
+    weights, source_vocabs = run.folder.model / WEIGHTS_FILE, run.vocabs
+    require_files(run.folder.model, (WEIGHTS_FILE,), "--init-from model")
     report = InitReport()
-    with torch.no_grad():
-        for key, target in model.state_dict().items():
-            value = source_state.get(key)
-            if value is None:
-                report.skipped[key] = "not in the source model"
-                continue
-            vocab = table_vocabulary(key, vocabs)
-            if vocab is not None and value.shape[1:] == target.shape[1:]:
-                rows, source_rows = _common_rows(vocab, table_vocabulary(key, source_vocabs))
-                if target.is_meta:
-                    report.carried[key] = (rows, value[torch.from_numpy(source_rows)])
+    try:
+        with safe_open(str(weights), "pt") as source_state, torch.no_grad():
+            known = set(source_state.keys())
+            for key, target in model.state_dict().items():
+                if key not in known:
+                    report.skipped[key] = "not in the source model"
+                    continue
+                shape = tuple(source_state.get_slice(key).get_shape())
+                vocab = table_vocabulary(key, vocabs)
+                if vocab is not None and shape[1:] == tuple(target.shape[1:]):
+                    rows, source_rows = _common_rows(vocab, table_vocabulary(key, source_vocabs))
+                    carried = CarriedRows(rows, source_rows, weights, key)
+                    if target.is_meta:
+                        report.carried[key] = carried
+                    else:
+                        carried.copy_into(target, 0, 0)
+                    report.remapped[key] = max(0, len(rows) - 1)
+                elif shape == tuple(target.shape):
+                    target.copy_(source_state.get_tensor(key))
+                    report.copied.append(key)
                 else:
-                    target[torch.from_numpy(rows)] = value[torch.from_numpy(source_rows)]
-                report.remapped[key] = max(0, len(rows) - 1)
-            elif value.shape == target.shape:
-                target.copy_(value)
-                report.copied.append(key)
-            else:
-                report.skipped[key] = f"shape {tuple(value.shape)} in the source, {tuple(target.shape)} here"
+                    report.skipped[key] = f"shape {shape} in the source, {tuple(target.shape)} here"
+    except SafetensorError as err:
+        raise EncoderLoadError(f"--init-from weights '{weights}' are unreadable: {err}") from err
     return report
 
 

@@ -12,21 +12,49 @@ from __future__ import annotations
 import math
 import zlib
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import safe_open
 
 ROW_BLOCK = 4096
 
 
+@dataclass(frozen=True)
+class CarriedRows:
+    """Rows of another run's table to copy into this one's (`init_from`): `rows[i]` here takes row
+    `source_rows[i]` of tensor `key` in the safetensors file `source`, read a block of rows at a time, so
+    that filling a shard never loads the source table whole."""
+
+    rows: np.ndarray
+    source_rows: np.ndarray
+    source: Path
+    key: str
+
+    def copy_into(self, out: torch.Tensor, row_offset: int, col_offset: int) -> None:
+        """Write the carried rows that fall in `out` (rows `row_offset..`, columns `col_offset..`)."""
+        mine = np.flatnonzero((self.rows >= row_offset) & (self.rows < row_offset + len(out)))
+        if not len(mine):
+            return
+        order = mine[np.argsort(self.source_rows[mine], kind="stable")]
+        wanted = self.source_rows[order]
+        with safe_open(str(self.source), "pt") as weights:
+            table = weights.get_slice(self.key)
+            for start in range(wanted[0] - wanted[0] % ROW_BLOCK, wanted[-1] + 1, ROW_BLOCK):
+                lo, hi = np.searchsorted(wanted, [start, start + ROW_BLOCK])
+                if lo < hi:
+                    block = table[start : start + ROW_BLOCK]
+                    picked = block[torch.from_numpy(wanted[lo:hi] - start)][:, col_offset : col_offset + out.shape[1]]
+                    out[torch.from_numpy(self.rows[order[lo:hi]] - row_offset)] = picked.to(out)
+
+
 @dataclass
 class TableInit:
-    """How to fill a table's shard: seeded rows, then the `carried` rows of another run.
-
-    `carried`: state key -> (row numbers, their values), the rows `init_from` maps over from a source run."""
+    """How to fill a table's shard: seeded rows, then the `carried` rows of another run."""
 
     seed: int
-    carried: dict[str, tuple[np.ndarray, torch.Tensor]] = field(default_factory=dict)
+    carried: dict[str, CarriedRows] = field(default_factory=dict)  # by state key
 
     @torch.no_grad()
     def fill(self, key: str, shape: tuple[int, int], out: torch.Tensor, row_offset: int = 0, col_offset: int = 0) -> None:
@@ -42,6 +70,4 @@ class TableInit:
             lo, hi = max(start, row_offset), min(start + len(drawn), row_offset + height)
             out[lo - row_offset : hi - row_offset] = drawn[lo - start : hi - start, col_offset : col_offset + width]
         if key in self.carried:
-            at, values = self.carried[key]
-            mine = (at >= row_offset) & (at < row_offset + height)
-            out[torch.from_numpy(at[mine] - row_offset)] = values[torch.from_numpy(mine)][:, col_offset : col_offset + width].to(out)
+            self.carried[key].copy_into(out, row_offset, col_offset)
