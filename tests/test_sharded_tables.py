@@ -8,14 +8,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from conftest import tiny_config
 from tandemrec.io.safetensors_stream import Layout, Piece
 from tandemrec.towers.config import Cardinalities
 from tandemrec.towers.two_tower import TwoTower
 from tandemrec.training import distributed
-from tandemrec.training.table_init import ROW_BLOCK, TableInit
+from tandemrec.training.checkpoint import Checkpoints, TrainState
+from tandemrec.training.table_init import ROW_BLOCK, CarriedRows, TableInit
 
 
 def test_seeded_rows_are_the_same_however_the_table_is_cut() -> None:
@@ -34,13 +35,16 @@ def test_seeded_rows_are_the_same_however_the_table_is_cut() -> None:
     assert not torch.equal(other, whole)  # each table draws its own rows
 
 
-def test_carried_rows_replace_the_drawn_ones_in_the_shard_that_holds_them() -> None:
+def test_carried_rows_replace_the_drawn_ones_in_the_shard_that_holds_them(tmp_path: Path) -> None:
     key, shape = "t", (10, 4)
-    values = torch.arange(12, dtype=torch.float32).reshape(3, 4)
-    init = TableInit(seed=0, carried={key: (np.array([0, 4, 9]), values)})
+    source = torch.arange(2 * ROW_BLOCK * 4 + 40, dtype=torch.float32).reshape(-1, 4)  # another run's table
+    save_file({key: source}, str(tmp_path / "source.safetensors"))
+    # Rows 0, 4 and 9 here take source rows 0, 2 * ROW_BLOCK + 5 and 3: read block by block, in any order.
+    carried = CarriedRows(np.array([0, 4, 9]), np.array([0, 2 * ROW_BLOCK + 5, 3]), tmp_path / "source.safetensors", key)
+    init = TableInit(seed=0, carried={key: carried})
     upper, lower = _filled(init, key, shape, (0, 5), (0, 4)), _filled(init, key, shape, (5, 10), (2, 4))
-    assert torch.equal(upper[0], values[0]) and torch.equal(upper[4], values[1])
-    assert torch.equal(lower[4], values[2, 2:])
+    assert torch.equal(upper[0], source[0]) and torch.equal(upper[4], source[2 * ROW_BLOCK + 5])
+    assert torch.equal(lower[4], source[3, 2:])
     plain = _filled(TableInit(seed=0), key, shape, (0, 5), (0, 4))
     assert torch.equal(upper[1:4], plain[1:4])
 
@@ -69,6 +73,36 @@ def test_a_meta_model_is_sharded_with_seeded_rows_and_its_dense_weights_on_cpu()
                 assert torch.equal(shard.tensor, expected), key
     finally:
         distributed.shutdown(env)
+
+
+def test_the_best_checkpoint_is_restored_into_the_sharded_model_and_kept_past_the_last_ones(tmp_path: Path) -> None:
+    from torchrec.optim.keyed import CombinedOptimizer
+
+    config = dataclasses.replace(tiny_config().model, sizes=Cardinalities(users=70_000, items=30, categories=4))
+    model = TwoTower(config, device=torch.device("meta"), load_weights=False)
+    env = distributed.init("cpu")
+    try:
+        dmp, _ = distributed.shard(model, env, 0.1, "row_wise", init=TableInit(seed=3))
+        optimizer = CombinedOptimizer([dmp.fused_optimizer])
+        checkpoints = Checkpoints(tmp_path, {}, keep=1)
+        checkpoints.save(TrainState(epoch=2, best_epoch=1), dmp, optimizer, {})  # the end of epoch 1, the best
+        best = {k: _local(v).clone() for k, v in dmp.state_dict().items()}
+        with torch.no_grad():
+            for value in dmp.state_dict().values():
+                _local(value).add_(1.0)
+        checkpoints.save(TrainState(epoch=3, best_epoch=1), dmp, optimizer, {})  # epoch 2, not better
+        checkpoints.save(TrainState(epoch=4, best_epoch=1), dmp, optimizer, {})
+        assert [p.name for p in checkpoints._complete()] == ["epoch0002-step0000000", "epoch0004-step0000000"]
+        checkpoints.restore_model(checkpoints.best(1), dmp)
+        for key, value in dmp.state_dict().items():  # 70K rows: the user table is saved in several blocks
+            assert torch.equal(_local(value), best[key]), key
+    finally:
+        distributed.shutdown(env)
+
+
+def _local(value) -> torch.Tensor:
+    """A state entry's own memory: its one local shard, or itself."""
+    return value.local_shards()[0].tensor if hasattr(value, "local_shards") else value
 
 
 def test_a_plan_over_the_memory_per_process_is_refused_before_any_table_is_allocated() -> None:

@@ -167,7 +167,6 @@ class Checkpoints:
         optimizer.load_state_dict({**optimizer.state_dict(), "state": tensors["optimizer"]})
         return TrainState(**meta["state"]), meta["schedule"]
 
-
     def restore_model(self, path: Path, model: torch.nn.Module) -> None:
         """Load only the model's state of a checked checkpoint in place, resharded to this world size."""
         self.check(path)
