@@ -87,6 +87,8 @@ def test_a_table_over_one_process_memory_trains_on_two_and_is_refused_on_one_or_
     seeded = torch.empty(100, 16)
     TableInit(seed=0).fill(key, (rows, 16), seeded, rows - 100)
     assert torch.equal(tail, seeded)
+    [row] = history(tmp_path / "two")
+    assert row["peak_host_memory_gib"] > rows * 16 * 4 / 2 / 2**30  # at least its half of the table
     for processes, users in ((1, rows), (2, 2_000_000_000)):  # refused on every rank, none left waiting
         done = subprocess.run(
             train_command(processes, tmp_path / f"refused-{processes}", f"model.sizes.users={users}", *big),

@@ -8,6 +8,7 @@ from __future__ import annotations
 import gc
 import math
 import os
+import resource
 from dataclasses import dataclass
 
 import torch
@@ -91,6 +92,14 @@ def shutdown(env: Env) -> None:
     if env.owns_group and dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()
+
+
+def peak_host_memory(device: torch.device) -> int:
+    """The largest peak resident set, in bytes, of the group's processes so far: what a host must give each
+    training process (tables, model, data and libraries)."""
+    peak = torch.tensor([resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024], dtype=torch.int64, device=device)
+    dist.all_reduce(peak, op=dist.ReduceOp.MAX)
+    return int(peak.item())
 
 
 def move_dense(model: nn.Module, device: torch.device) -> None:

@@ -209,6 +209,7 @@ class Trainer:
             "temperature": self.model.temperature.item(),
             "samples_per_second": speed,
             "seconds": round(time.perf_counter() - start, 2),
+            "peak_host_memory_gib": round(distributed.peak_host_memory(env.device) / 2**30, 2),
         }
         if env.device.type == "cuda":
             row["peak_gpu_memory_gib"] = round(torch.cuda.max_memory_allocated(env.device) / 2**30, 2)
