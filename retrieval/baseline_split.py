@@ -36,8 +36,9 @@ def split_baselines(
     valid = data.valid
     seen = seen_rows(valid.users, valid.times)
     targets = [np.setdiff1d(t - 1, s) for t, s in zip(valid.targets, seen)]
-    tuned = cached_tuning(_matrix(data, ("train",)), seen, targets, progress)
-    return fit(_matrix(data, training_parts(refit)), tuned), tuned
+    train = _matrix(data, ("train",))
+    tuned = cached_tuning(train, seen, targets, progress)
+    return fit(_matrix(data, training_parts(refit)) if refit else train, tuned), tuned
 
 
 def cached_tuning(

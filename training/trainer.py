@@ -138,15 +138,17 @@ class Trainer:
             state = self._end_epoch(loop, epoch, loss_sum / loop.steps, speed, state.stale, result, start)
             if state.stale >= cfg.patience:
                 break
-        result.placement = self._save_best(dmp, result.best_epoch, env.device)
+        result.placement = self._save_best(dmp, result.best_epoch, result.epochs_run, env.device)
         result.seconds = time.perf_counter() - start
         return result
 
-    def _save_best(self, dmp: DistributedModelParallel, epoch: int, device: torch.device) -> NewItemPlacement:
-        """The best epoch's checkpoint (kept for this) loaded back into the sharded model, its new items
-        placed (training/new_items.py), then written as the run's model by every process together, each
-        streaming its own shards: no table is gathered, and every process does the same in step."""
-        self.checkpoints.restore_model(self.checkpoints.best(epoch), dmp)
+    def _save_best(self, dmp: DistributedModelParallel, epoch: int, last: int, device: torch.device) -> NewItemPlacement:
+        """The best epoch's checkpoint (kept for this) loaded back into the sharded model, unless that epoch
+        is the `last` one finished, whose weights the model still holds; its new items placed
+        (training/new_items.py), then written as the run's model by every process together, each streaming
+        its own shards: no table is gathered, and every process does the same in step."""
+        if epoch != last:
+            self.checkpoints.restore_model(self.checkpoints.best(epoch), dmp)
         cfg = self.config
         placement = fit_new_item_placement(self.model, self.content, self.data, cfg.new_item_exposure, cfg.encode_batch_size, device)
         self.model.item_tower.new_item_offset.copy_(placement.offset)
