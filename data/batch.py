@@ -46,6 +46,7 @@ class ItemBatch:
     has_text: torch.Tensor | None = None  # (B,) bool
     has_image: torch.Tensor | None = None  # (B,) bool
     text_features: torch.Tensor | None = None  # (B, D) cached outputs of a frozen text backbone
+    text_hidden: torch.Tensor | None = None  # (B, L, H) cached token states of a text backbone's frozen bottom
     image_features: torch.Tensor | None = None  # (B, D) cached outputs of a frozen image backbone
 
     def to(self, device: torch.device) -> "ItemBatch":

@@ -44,6 +44,7 @@ class ItemContent:
     pixels: torch.Tensor | None = None
     has_image: torch.Tensor | None = None
     text_features: torch.Tensor | None = None
+    text_hidden: torch.Tensor | None = None
     image_features: torch.Tensor | None = None
     image_problems: dict[str, int] = field(default_factory=dict)
     item_ids: list[str] | None = None  # each row's item id: keys the frozen-backbone output cache
@@ -58,12 +59,15 @@ class ItemContent:
 
     def batch(self, rows: torch.Tensor, content_only: torch.Tensor | None = None) -> ItemBatch:
         """An ItemBatch of the given row positions (not item indices); rows where `content_only` is True
-        get the unknown item id, so the tower embeds them from content alone, as a new item."""
+        get the unknown item id, so the tower embeds them from content alone, as a new item. A backbone's
+        inputs are left out where its cached outputs stand in for them (the tower reads those first):
+        a training batch's pixels are tens of megabytes to copy, every step."""
 
         def take(t: torch.Tensor | None) -> torch.Tensor | None:
             return None if t is None else t[rows]
 
         n = int(rows.shape[0])
+        text = self.text_features if self.text_features is not None else self.text_hidden
         item_index = self.item_index[rows]
         if content_only is not None:
             item_index = item_index.masked_fill(content_only, 0)
@@ -74,12 +78,13 @@ class ItemContent:
         )
         return ItemBatch(
             ids=ids,
-            input_ids=take(self.input_ids),
-            attention_mask=take(self.attention_mask),
-            pixels=take(self.pixels),
+            input_ids=take(self.input_ids) if text is None else None,
+            attention_mask=take(self.attention_mask) if self.text_features is None else None,
+            pixels=take(self.pixels) if self.image_features is None else None,
             has_text=take(self.has_text),
             has_image=take(self.has_image),
             text_features=take(self.text_features),
+            text_hidden=take(self.text_hidden),
             image_features=take(self.image_features),
         )
 

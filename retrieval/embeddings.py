@@ -6,6 +6,10 @@ holds one entry per exported file, keyed `<what>.<format>`, saying how the vecto
 dim, metric, normalisation, creation time, row count) with a checksum of every file it covers, so a reader
 can tell a stale, edited or truncated export from a good one.
 
+Large exports can be cut into shards of at most `shard_rows` rows, named as Hugging Face datasets names
+them (`<what>-00000-of-00004.parquet`, each .npy or safetensors shard with its own `.ids.json`): the
+manifest entry lists them in order under `files`, and the readers here put them back together.
+
 Optional per-row columns (e.g. a user's segment and behaviour probabilities) go into the Parquet file
 only, after `id` and `embedding`, each described in the manifest entry's `columns`; the readers here
 return ids and vectors and leave them to `pl.read_parquet`.
@@ -13,6 +17,7 @@ return ids and vectors and leave them to `pl.read_parquet`.
 from __future__ import annotations
 
 import json
+import numbers
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -31,11 +36,14 @@ TENSOR = "embedding"  # the tensor name in safetensors files
 NORM_TOLERANCE = 1e-3
 
 
-def check_formats(formats: Sequence[str]) -> None:
-    """Refuse export formats this module cannot write, before any costly embedding."""
+def check_formats(formats: Sequence[str], shard_rows: int = 0) -> None:
+    """Refuse export formats this module cannot write, or a shard size that is no row count, before any
+    costly embedding."""
     unknown = [f for f in formats if f not in FORMATS]
     if unknown or not formats:
         raise RetrievalError(f"export formats must be among {FORMATS}, got {list(formats)}")
+    if not isinstance(shard_rows, numbers.Integral) or shard_rows < 0:
+        raise RetrievalError(f"shard_rows must be 0 (one file) or a positive row count, got {shard_rows!r}")
 
 
 def export_embeddings(
@@ -46,13 +54,17 @@ def export_embeddings(
     model_hash: str,
     formats: tuple[str, ...] = ("parquet",),
     columns: dict[str, tuple[np.ndarray, str]] | None = None,
+    shard_rows: int = 0,
 ) -> list[Path]:
     """Write `vectors` (one row per id) in each of `formats` and record each file in the folder's manifest;
-    `columns` (name -> (one value per id, what it means)) are added to the Parquet file."""
+    `columns` (name -> (one value per id, what it means)) are added to the Parquet file. `shard_rows` > 0
+    cuts each format into shards of at most that many rows (one file when they all fit one). Files of an
+    earlier export of `what` in that format that the new one does not have (other shards) are removed.
+    Returns the main file of each shard of each format."""
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     if vectors.ndim != 2 or vectors.shape[0] != len(ids):
         raise RetrievalError(f"{what}: {len(ids)} ids but vectors of shape {vectors.shape}")
-    check_formats(formats)
+    check_formats(formats, shard_rows)
     columns = columns or {}
     for name, (values, _) in columns.items():
         if name in ("id", "embedding") or len(values) != len(ids):
@@ -72,20 +84,54 @@ def export_embeddings(
         "model_hash": model_hash,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
+    cuts = shard_bounds(len(ids), shard_rows)
     written = []
     for fmt in formats:
         extra = columns if fmt == "parquet" else {}
-        paths = _WRITERS[fmt](folder, what, ids, vectors, description, extra)
+        shards = [
+            _WRITERS[fmt](
+                folder, shard_stem(what, i, len(cuts)), ids[start:stop], vectors[start:stop], description,
+                {name: (values[start:stop], meaning) for name, (values, meaning) in extra.items()},
+            )
+            for i, (start, stop) in enumerate(cuts)
+        ]
+        paths = [path for shard in shards for path in shard]
         manifest[f"{what}.{fmt}"] = {
             **description,
             **({"columns": {name: meaning for name, (_, meaning) in extra.items()}} if extra else {}),
             "format": fmt,
-            "file": paths[0].name,
+            "file": shards[0][0].name,
+            "files": [shard[0].name for shard in shards],
+            "shard_rows": shard_rows,
             "sha256": {p.name: sha256_file(p) for p in paths},
         }
-        written.append(paths[0])
+        written += [shard[0] for shard in shards]
     atomic_write_json(folder / MANIFEST_FILE, manifest)
+    _remove_other_shards(folder, what, formats, {p.name for p in written})
     return written
+
+
+def shard_bounds(count: int, shard_rows: int) -> list[tuple[int, int]]:
+    """(start, stop) rows of each shard: one when `shard_rows` is 0 or all rows fit one."""
+    if not shard_rows or count <= shard_rows:
+        return [(0, count)]
+    return [(start, min(start + shard_rows, count)) for start in range(0, count, shard_rows)]
+
+
+def shard_stem(what: str, index: int, shards: int) -> str:
+    """`what` alone for a single file, else `what-00001-of-00004`."""
+    return what if shards == 1 else f"{what}-{index:05d}-of-{shards:05d}"
+
+
+def _remove_other_shards(folder: Path, what: str, formats: Sequence[str], kept: set[str]) -> None:
+    """Files of an earlier export of `what` (one file, or other shards) left beside a new one would be
+    read by anybody who globs the folder: they go, with their id files."""
+    for fmt in formats:
+        for path in [folder / f"{what}.{fmt}", *folder.glob(f"{what}-[0-9]*-of-[0-9]*.{fmt}")]:
+            if path.name not in kept and path.is_file():
+                path.unlink()
+                if fmt != "parquet":
+                    (folder / f"{path.name.removesuffix('.' + fmt)}.ids.json").unlink(missing_ok=True)
 
 
 def read_embeddings(folder: str | Path, what: str, fmt: str = "parquet") -> tuple[list[str], np.ndarray, dict]:
@@ -102,16 +148,18 @@ def read_embeddings(folder: str | Path, what: str, fmt: str = "parquet") -> tupl
             raise RetrievalError(f"embedding file '{path}' is missing")
         if sha256_file(path) != digest:
             raise RetrievalError(f"embedding file '{path}' does not match its manifest checksum (changed or truncated)")
-    path = folder / entry["file"]
-    ids, vectors = _READERS[fmt](folder, what, path)
-    _check_against(entry, path, ids, vectors)
+    paths = [folder / name for name in entry.get("files", [entry["file"]])]
+    parts = [_READERS[fmt](path) for path in paths]
+    ids = [i for part_ids, _ in parts for i in part_ids]
+    vectors = parts[0][1] if len(parts) == 1 else np.concatenate([part[1] for part in parts])
+    _check_against(entry, paths[0] if len(paths) == 1 else folder / f"{what}-*.{fmt}", ids, vectors)
     return ids, np.ascontiguousarray(vectors), entry
 
 
 def _write_parquet(
-    folder: Path, what: str, ids: list[str], vectors: np.ndarray, description: dict, columns: dict
+    folder: Path, stem: str, ids: list[str], vectors: np.ndarray, description: dict, columns: dict
 ) -> list[Path]:
-    path = folder / f"{what}.parquet"
+    path = folder / f"{stem}.parquet"
     frame = pl.DataFrame(
         {
             "id": ids,
@@ -125,30 +173,30 @@ def _write_parquet(
 
 
 def _write_npy(
-    folder: Path, what: str, ids: list[str], vectors: np.ndarray, description: dict, columns: dict
+    folder: Path, stem: str, ids: list[str], vectors: np.ndarray, description: dict, columns: dict
 ) -> list[Path]:
-    path = folder / f"{what}.npy"
+    path = folder / f"{stem}.npy"
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         np.save(f, vectors, allow_pickle=False)
-    return [path, _write_ids(folder, what, ids)]
+    return [path, _write_ids(folder, stem, ids)]
 
 
 def _write_safetensors(
-    folder: Path, what: str, ids: list[str], vectors: np.ndarray, description: dict, columns: dict
+    folder: Path, stem: str, ids: list[str], vectors: np.ndarray, description: dict, columns: dict
 ) -> list[Path]:
-    path = folder / f"{what}.safetensors"
+    path = folder / f"{stem}.safetensors"
     with atomic_path(path) as tmp:
         save_file({TENSOR: vectors}, str(tmp), metadata={k: str(v) for k, v in description.items()})
-    return [path, _write_ids(folder, what, ids)]
+    return [path, _write_ids(folder, stem, ids)]
 
 
-def _write_ids(folder: Path, what: str, ids: list[str]) -> Path:
-    path = folder / f"{what}.ids.json"
+def _write_ids(folder: Path, stem: str, ids: list[str]) -> Path:
+    path = folder / f"{stem}.ids.json"
     atomic_write_json(path, ids)
     return path
 
 
-def _read_parquet(folder: Path, what: str, path: Path) -> tuple[list[str], np.ndarray]:
+def _read_parquet(path: Path) -> tuple[list[str], np.ndarray]:
     try:
         frame = pl.read_parquet(path)
         return frame["id"].to_list(), frame["embedding"].to_numpy()
@@ -156,26 +204,27 @@ def _read_parquet(folder: Path, what: str, path: Path) -> tuple[list[str], np.nd
         raise RetrievalError(f"embedding file '{path}' is not a readable id/embedding Parquet table: {err}") from err
 
 
-def _read_npy(folder: Path, what: str, path: Path) -> tuple[list[str], np.ndarray]:
+def _read_npy(path: Path) -> tuple[list[str], np.ndarray]:
     try:
         vectors = np.load(path, allow_pickle=False)
     except (ValueError, OSError) as err:
         raise RetrievalError(f"embedding file '{path}' is not a readable .npy array: {err}") from err
-    return _read_ids(folder, what), vectors
+    return _read_ids(path), vectors
 
 
-def _read_safetensors(folder: Path, what: str, path: Path) -> tuple[list[str], np.ndarray]:
+def _read_safetensors(path: Path) -> tuple[list[str], np.ndarray]:
     try:
         tensors = load_file(str(path))
     except (SafetensorError, OSError) as err:
         raise RetrievalError(f"embedding file '{path}' is not readable safetensors: {err}") from err
     if TENSOR not in tensors:
         raise RetrievalError(f"embedding file '{path}' has no tensor '{TENSOR}' (has {sorted(tensors)})")
-    return _read_ids(folder, what), tensors[TENSOR]
+    return _read_ids(path), tensors[TENSOR]
 
 
-def _read_ids(folder: Path, what: str) -> list[str]:
-    path = folder / f"{what}.ids.json"
+def _read_ids(data: Path) -> list[str]:
+    """The ids of a .npy or safetensors file (or shard): its stem's .ids.json beside it."""
+    path = data.with_name(f"{data.name.rsplit('.', 1)[0]}.ids.json")
     try:
         ids = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError, OSError) as err:

@@ -46,6 +46,7 @@ def evaluate(
     text_features: np.ndarray | None = None,
     baselines: Mapping[str, ItemWeights] | None = None,
     progress: bool = False,
+    user_vectors: np.ndarray | None = None,
 ) -> dict:
     """Metrics of the model and of its references on `queries`, with seen items excluded for all.
 
@@ -61,11 +62,14 @@ def evaluate(
     targets apart, each next to the expected value of a random ranking; when some targets are cold, also
     the new-arrivals shelf (only the cold items ranked) and the cold exposure (are cold items shown as
     often as they are wanted?). `progress` shows a bar for the users' embedding and each reference's ranking.
+    `user_vectors`: the queries' user vectors, when the caller embedded them already.
     """
     n_items = len(retriever.index)
     k_max = max(*ks, min(EXPOSURE_K, n_items))
     seen, targets = unseen_targets(retriever, queries)
-    vectors = retriever.embed_users(queries.users, queries.times, progress, "evaluated users")
+    vectors = user_vectors
+    if vectors is None:
+        vectors = retriever.embed_users(queries.users, queries.times, progress, "evaluated users")
     tops = {
         "tandemrec": retriever.index.search(vectors, k_max, exclude=seen)[0],
         "popularity": popularity_topk(train_counts, seen, k_max, progress),

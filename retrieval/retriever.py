@@ -156,14 +156,20 @@ class Retriever(DescribedUsers, UserRanking, ContentSearch):
         return self.embed_users(self._user_index(user_ids), arguments.times(times, "times", len(user_ids)))
 
     def embed_users(
-        self, users: np.ndarray, times: np.ndarray | None = None, progress: bool = False, desc: str = "users"
+        self,
+        users: np.ndarray,
+        times: np.ndarray | None = None,
+        progress: bool = False,
+        desc: str = "users",
+        shared: bool = False,
     ) -> np.ndarray:
         """User embeddings by user vocabulary index (0: unknown), with their features as of `times`;
-        `progress` shows a bar under `desc`."""
+        `progress` shows a bar under `desc`. `shared`: the processes of a job's group call this together
+        and split the batches (towers/inference.embed)."""
         users, times = arguments.user_times(users, times, len(self.vocabs.users))
         batches = self.features.batches(users, times, USER_BATCH)
         with self._lock:
-            return embed(self.model.user_tower, batches, self.device, progress, len(users), desc).numpy()
+            return embed(self.model.user_tower, batches, self.device, progress, len(users), desc, shared).numpy()
 
     def recommend(
         self,

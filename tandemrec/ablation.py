@@ -2,7 +2,8 @@
 
 Every variant is the base config plus overrides, trained once per seed (`train.seed` = 0..N-1; the data
 split keeps its own seed, so every run sees the same split) into `OUT/<variant>/seed<S>`, indexed and
-evaluated the same way. One run says little: two seeds of one variant can differ by more than two
+evaluated the same way, on the validation part (the columns to choose a setting on) and on the test part
+(to report, once chosen). One run says little: two seeds of one variant can differ by more than two
 variants do. So the table gives mean ± standard deviation over seeds and calls a difference to the
 reference variant noise unless it clears twice the larger of the two standard deviations.
 """
@@ -40,6 +41,11 @@ VARIANT_SETS: dict[str, list[Variant]] = {
         Variant("content_only_new_items", ["train.new_item_exposure=0.0"]),  # new items left unplaced
         Variant("content_loss", ["train.content_loss_weight=3.0", "train.new_item_exposure=0.0"]),  # the previous default
     ],
+    # Fine-tuning the text encoder's top layers (rates: train.backbone_lr, train.backbone_lr_decay) against frozen.
+    "text": [
+        Variant("text_frozen", ["model.item.text.trainable_layers=0"]),
+        Variant("text_top1", ["model.item.text.trainable_layers=1"]),
+    ],
     # Transfer learning from the source domain to the target domain.
     "transfer": [
         Variant("target_only", ['train.domains="target"']),
@@ -61,10 +67,16 @@ class Column:
     key: str  # in the rows of ablation.json
     label: str  # in the table and the plot
     digits: int
-    path: tuple[str, ...] | None = None  # where metrics.json holds it; None: a training figure, not compared
+    path: tuple[str, ...] | None = None  # where the metrics hold it; None: a training figure, not compared
+    part: str = "test"  # the held-out part measured: metrics.json, or metrics_valid.json for "valid"
 
 
-METRICS = (
+VALIDATION = (
+    Column("valid/recall@10", "valid recall@10", 4, (SYSTEM, "recall@10"), "valid"),
+    Column("valid/ndcg@10", "valid ndcg@10", 4, (SYSTEM, "ndcg@10"), "valid"),
+    Column("valid/new_arrivals/recall@10", "valid new-arrivals recall@10", 4, ("new_arrivals", SYSTEM, "recall@10"), "valid"),
+)
+METRICS = VALIDATION + (
     Column("recall@10", "recall@10", 4, (SYSTEM, "recall@10")),
     Column("ndcg@10", "ndcg@10", 4, (SYSTEM, "ndcg@10")),
     Column("warm/recall@10", "warm recall@10", 4, ("warm", SYSTEM, "recall@10")),
@@ -78,7 +90,8 @@ COLUMNS = METRICS + TRAINING
 RULE = (
     "Each cell is the mean ± sample standard deviation over seeds. In brackets, the difference of the "
     "variant's mean to the reference `{reference}` (the first variant): \"noise\" when "
-    "|mean - reference mean| < 2 × the larger of the two standard deviations, else the signed difference."
+    "|mean - reference mean| < 2 × the larger of the two standard deviations, else the signed difference. "
+    "The `valid` columns are measured on the validation part: choose on them, then read the test columns once."
 )
 ONE_SEED = f"With one seed there is no standard deviation ('-'), so every difference is \"{UNTESTED}\"."
 
@@ -116,8 +129,11 @@ def run_ablation(
     for variant in variants:
         for seed in range(seeds):
             run_dir = run_path(out, variant.name, seed)
-            if not RunFolder(run_dir).metrics.exists():
+            run = RunFolder(run_dir)
+            if not run.metrics.exists():
                 _train_and_evaluate(_variant_config(config_path, variant, base_overrides, seed, out), run_dir)
+            elif not run.metrics_valid.exists():  # a run evaluated before validation was measured too
+                evaluate_run(run_dir, part="valid")
             rows.append(read_row(variant.name, seed, run_dir))
             atomic_write_json(out / "ablation.json", rows)
     atomic_write_text(out / "ablation.md", ablation_table(rows))
@@ -153,18 +169,20 @@ def _variant_config(
 def _train_and_evaluate(config: RunConfig, run_dir: Path) -> None:
     train(config, run_dir, progress=False)
     build_index(run_dir)
+    evaluate_run(run_dir, part="valid")
     evaluate_run(run_dir)
 
 
 def read_row(variant: str, seed: int, run_dir: Path) -> dict:
     """One row of ablation.json, read from a finished run folder (the same whether trained now or before)."""
     run = RunFolder(run_dir)
-    metrics = json.loads(run.metrics.read_text())
+    metrics = {"test": json.loads(run.metrics.read_text())}
+    metrics["valid"] = json.loads(run.metrics_valid.read_text()) if run.metrics_valid.exists() else {}
     history = [json.loads(line) for line in run.train_metrics.read_text().splitlines() if line.strip()]
     row: dict = {"variant": variant, "seed": seed, "run": str(run_dir), **_training_figures(history)}
-    row.update({c.key: _lookup(metrics, c.path, "tandemrec") for c in METRICS})
+    row.update({c.key: _lookup(metrics[c.part], c.path, "tandemrec") for c in METRICS})
     for reference in REFERENCES:
-        row[reference] = {c.key: _lookup(metrics, c.path, reference) for c in METRICS}
+        row[reference] = {c.key: _lookup(metrics[c.part], c.path, reference) for c in METRICS}
     return row
 
 
@@ -242,7 +260,7 @@ def plot_ablation(rows: Sequence[dict], path: Path) -> None:
     grouped_bars(
         [c.label for c in shown],
         {s.variant: [s.stats[c.key].mean or 0.0 for c in shown] for s in summaries},
-        "ablation: test split, seen items excluded, mean ± std over seeds",
+        "ablation: validation (valid ...) and test parts, seen items excluded, mean ± std over seeds",
         path,
         errors={s.variant: [s.stats[c.key].std or 0.0 for c in shown] for s in summaries},
     )

@@ -97,6 +97,8 @@ def _index(args: argparse.Namespace) -> int:
     index = build_index(
         args.run_dir, dataclasses.replace(config, **{k: v for k, v in given.items() if v is not None}), progress=True
     )
+    if index is None:  # a process of a torchrun job other than 0: process 0 built it and says so
+        return 0
     meta = index.metadata
     print(
         f"indexed {len(index)} items (dim {index.dim}) in {Path(args.run_dir) / 'index'}: kind {meta['kind']} "
@@ -109,7 +111,7 @@ def _index(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from tandemrec.jobs import export_run
 
-    for path in export_run(args.run_dir, _names(args.what), _names(args.formats), progress=True):
+    for path in export_run(args.run_dir, _names(args.what), _names(args.formats), progress=True, shard_rows=args.shard_rows):
         print(path)
     return 0
 
@@ -122,7 +124,9 @@ def _evaluate(args: argparse.Namespace) -> int:
     from tandemrec.demo import metrics_table
     from tandemrec.jobs import evaluate_run
 
-    print(metrics_table(evaluate_run(args.run_dir, part=args.part, progress=True)))
+    metrics = evaluate_run(args.run_dir, part=args.part, progress=True)
+    if metrics:  # empty on a process of a torchrun job other than 0, which measures nothing
+        print(metrics_table(metrics))
     return 0
 
 

@@ -78,7 +78,8 @@ def _add_ablate(verbs: argparse._SubParsersAction) -> None:
         verbs, "ablate",
         help="train variants of a config side by side and compare them",
         description="Reads: CONFIG (TOML; omitted: the embedded demo config) and its data. Trains every variant "
-        "once per seed (train.seed=0..N-1, the same data split). Writes into --out: VARIANT/seedS/ (a run folder "
+        "once per seed (train.seed=0..N-1, the same data split) and evaluates it on the validation part (choose on "
+        "it) and the test part. Writes into --out: VARIANT/seedS/ (a run folder "
         "each), ablation.json (one row per variant and seed, rewritten after every run), ablation.md (mean ± std "
         "over seeds, differences to the first variant or 'noise') and ablation.png (bars with ±1 std). Runs that "
         "already have metrics.json are not retrained: run it again to continue after a crash.",
@@ -88,7 +89,8 @@ def _add_ablate(verbs: argparse._SubParsersAction) -> None:
     chosen.add_argument(
         "--set-name", metavar="SET",
         help="variant set: content (the default: default, image_random, no_image, text_random, content_only_new_items, content_loss) or "
-        "transfer (target_only, joint, source_stage, staged, joint_random_text, joint_no_image, joint_gated_fusion)",
+        "transfer (target_only, joint, source_stage, staged, joint_random_text, joint_no_image, joint_gated_fusion) or "
+        "text (text_frozen, text_top1)",
     )
     chosen.add_argument(
         "--variants", help="comma-separated variants by name, from any set; the first is the reference"
@@ -148,12 +150,17 @@ def _add_export(verbs: argparse._SubParsersAction) -> None:
         help="export item and/or user embeddings for downstream systems",
         description="Reads: RUN/model, RUN/dataset, RUN/vocab. Writes into RUN/embeddings/: <what>.parquet (id + "
         "float32 list), <what>.npy + <what>.ids.json, <what>.safetensors + <what>.ids.json, and manifest.json "
-        "(one entry per file: model hash, dim, metric, normalisation, created, row count, checksums).",
+        "(one entry per format: model hash, dim, metric, normalisation, created, row count, its files in order, "
+        "checksums). With --shard-rows N, each format is cut into files of at most N rows: "
+        "<what>-00000-of-00004.parquet, ... Under torchrun the processes embed together; process 0 writes.",
     )
     export.add_argument("run_dir", metavar="RUN")
     export.add_argument("--what", default="items,users", help="comma-separated: items, users (default: both)")
     export.add_argument(
         "--format", dest="formats", default="parquet", help="comma-separated: parquet, npy, safetensors (default: parquet)"
+    )
+    export.add_argument(
+        "--shard-rows", type=int, default=0, metavar="N", help="at most N rows per file (default 0: one file each)"
     )
 
 

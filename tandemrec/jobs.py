@@ -31,6 +31,8 @@ from tandemrec.data.vocabularies import Vocabularies
 from tandemrec.io.run_folder import RunFolder
 from tandemrec.retrieval.behaviour_eval import evaluate_behaviour, top_k_mean, top_k_propensity
 from tandemrec.run import Run, item_content
+from tandemrec.run_embeddings import RunEmbeddings, embed_items, embed_run
+from tandemrec.job_group import is_writer, job_group
 from tandemrec.errors import ArgumentError, MissingFileError
 from tandemrec.plots import grouped_bars
 from tandemrec.retrieval.baseline_split import split_baselines
@@ -180,38 +182,6 @@ def _check_resumable(config: RunConfig, run: RunFolder) -> None:
     checkpoints.check(latest)
 
 
-@dataclasses.dataclass
-class RunEmbeddings:
-    """Item and user vectors computed by a run's saved model, in vocabulary order (index 0 left out)."""
-
-    item_ids: list[str]
-    items: np.ndarray
-    user_ids: list[str]
-    users: np.ndarray
-    model_hash: str
-
-
-def embed_run(run: Run, batch_size: int = 256, progress: bool = False) -> RunEmbeddings:
-    """Embed the catalogue (from its content) and every user (all their events) with the run's model;
-    `progress` shows a bar for each."""
-    model, data = run.model, run.data
-    items = embed_items(model, run.content, batch_size, progress)
-    users = np.arange(1, len(data.vocabs.users))
-    batches = data.features.batches(users, None, batch_size)
-    user_vectors = embed(model.user_tower, batches, torch.device("cpu"), progress, len(users), "users").numpy()
-    return RunEmbeddings(data.vocabs.items.ids[1:], items, data.vocabs.users.ids[1:], user_vectors, run.model_hash)
-
-
-def embed_items(model: TwoTower, content: ItemContent, batch_size: int = 256, progress: bool = False) -> np.ndarray:
-    """The item tower's vectors of `content`, items without a trained id (index 0) placed as new items
-    are; frozen backbones run once first, unless `content` already holds their outputs (training's does)."""
-    cpu = torch.device("cpu")
-    tower = model.item_tower
-    cache_frozen_backbones(tower, content, batch_size, cpu, progress)
-    vectors = embed(tower, content.batches(batch_size), cpu, progress, len(content), "items")
-    return tower.place_new_items(vectors, content.item_index == 0).numpy()
-
-
 @writes_run
 def export_run(
     run_dir: str | Path,
@@ -219,22 +189,28 @@ def export_run(
     formats: Sequence[str] = ("parquet",),
     batch_size: int = 256,
     progress: bool = False,
+    shard_rows: int = 0,
 ) -> list[Path]:
-    """Write RUN/embeddings/<what>.<format> (items and/or users) with their manifest entries; `progress`
-    shows the embedding's bars."""
+    """Write RUN/embeddings/<what>.<format> (items and/or users) with their manifest entries, in shards of
+    at most `shard_rows` rows when not 0 (retrieval/embeddings.py); `progress` shows the embedding's bars.
+    Under torchrun the processes embed together and process 0 writes (the
+    others return no paths): tandemrec/job_group.py."""
     unknown = sorted(set(what) - set(EXPORTS))
     if unknown or not what:
         raise ArgumentError(f"what must name some of {list(EXPORTS)}, got {list(what)}")
-    check_formats(formats)
+    check_formats(formats, shard_rows)
     run = Run(run_dir)
-    vectors = embed_run(run, batch_size, progress)
+    with job_group():
+        vectors = embed_run(run, batch_size, progress, shared=True)
+    if not is_writer():
+        return []
     tables = {"items": (vectors.item_ids, vectors.items), "users": (vectors.user_ids, vectors.users)}
     columns = {"items": {}, "users": user_columns(run, vectors) if "users" in what else {}}
     return [
         path
         for name in what
         for path in export_embeddings(
-            run.folder.embeddings, name, *tables[name], vectors.model_hash, tuple(formats), columns[name]
+            run.folder.embeddings, name, *tables[name], vectors.model_hash, tuple(formats), columns[name], shard_rows
         )
     ]
 
@@ -242,14 +218,18 @@ def export_run(
 @writes_run
 def build_index(
     run_dir: str | Path, config: IndexConfig | None = None, batch_size: int = 256, progress: bool = False
-) -> ItemIndex:
+) -> ItemIndex | None:
     """Embed the catalogue and the users, export both as Parquet, and build the index `config` asks for
     (default: the run config's [index]), its recall@10 measured on the users' embeddings; then the search
     state (RUN/search/: item text features, score weights chosen on validation queries). `progress` shows
-    the embedding's and the index build's bars."""
+    the embedding's and the index build's bars. Under torchrun the processes embed together, and process
+    0 builds and writes (the others return None): tandemrec/job_group.py."""
     run = Run(run_dir)
     config = config or run.config.index
-    vectors = embed_run(run, batch_size, progress)
+    with job_group():
+        vectors = embed_run(run, batch_size, progress, shared=True)
+    if not is_writer():
+        return None
     export_embeddings(run.folder.embeddings, "items", vectors.item_ids, vectors.items, vectors.model_hash)
     export_embeddings(run.folder.embeddings, "users", vectors.user_ids, vectors.users, vectors.model_hash)
     index = build_tuned_index(
@@ -268,6 +248,8 @@ def evaluate_run(run_dir: str | Path, ks: list[int] | None = None, part: str = "
     item-kNN tuned on validation: see retrieval/baseline_split.py), for all, warm and cold targets, the new-arrivals shelf and cold exposure, written to metrics.json and a bar plot.
     `part="valid"` measures the validation part instead, into metrics_valid.json (no plot): what settings
     are chosen on, so that the test part is looked at once. `progress` shows the embedding and ranking bars.
+    Under torchrun the processes embed the evaluated users together, and process 0 measures and writes
+    (the others return {}): tandemrec/job_group.py.
 
     Cold items are all items without training events: the held-out ones and the new arrivals alike."""
     if part not in ("test", "valid"):
@@ -275,15 +257,21 @@ def evaluate_run(run_dir: str | Path, ks: list[int] | None = None, part: str = "
     run = Run(run_dir)
     config, data = run.config, run.data
     retriever = Retriever.load(run)
+    queries = data.test if part == "test" else data.valid
+    with job_group():
+        users = retriever.embed_users(queries.users, queries.times, progress and is_writer(), "evaluated users", shared=True)
+    if not is_writer():
+        return {}
     counts = data.item_frequencies()[1:]
     text = catalogue_text_features(run.model, run.content, progress=progress)
-    queries = data.test if part == "test" else data.valid
     refit = config.data.split.refit and part == "test"  # as the model was fitted for its test
     baselines, tuned = split_baselines(data, retriever.seen_rows, refit, progress)
-    metrics = evaluate(retriever, queries, counts, ks or config.eval.ks, cold_rows(counts), text, baselines, progress)
+    metrics = evaluate(
+        retriever, queries, counts, ks or config.eval.ks, cold_rows(counts), text, baselines, progress, users
+    )
     metrics["baseline_settings"] = {t.name: t.report() for t in tuned}
     if part == "valid":
-        atomic_write_json(run.root / "metrics_valid.json", metrics)
+        atomic_write_json(run.folder.metrics_valid, metrics)
         return metrics
     if retriever.behaviour is not None:
         split = behaviour_pairs(data, config, config.behaviour)

@@ -10,7 +10,7 @@ import polars as pl
 
 from tandemrec.data.synthetic import TRUTH_FILE
 from tandemrec.io.atomic import atomic_path, atomic_write_json, atomic_write_text
-from tandemrec.jobs import embed_run
+from tandemrec.run_embeddings import embed_run
 from tandemrec.plots import segment_map
 from tandemrec.retrieval.profiles import (
     SEGMENTS_MD, SEGMENTS_TABLE, USERS_FILE, Segments, adjusted_rand_index, category_lift, cluster_users,

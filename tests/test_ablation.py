@@ -100,6 +100,9 @@ def test_variant_sets_content_is_default_and_names_pick_across_sets() -> None:
     ]
     assert select_variants()[1].overrides == ["model.item.image.random_init=true"]
     assert select_variants("transfer") == VARIANT_SETS["transfer"]
+    assert [(v.name, v.overrides) for v in select_variants("text")] == [
+        ("text_frozen", ["model.item.text.trainable_layers=0"]), ("text_top1", ["model.item.text.trainable_layers=1"])
+    ]
     assert [v.name for v in select_variants(names=["joint", "no_image"])] == ["joint", "no_image"]
     with pytest.raises(ValueError, match="unknown variant"):
         select_variants(names=["nope"])
@@ -118,6 +121,7 @@ class FakeJobs:
 
     def __init__(self) -> None:
         self.trained: list[tuple[Path, int, int, str | None]] = []
+        self.evaluated: list[tuple[str, str]] = []  # (run folder name, part)
 
     def train(self, config, run_dir: Path, progress: bool = False):
         self.trained.append((Path(run_dir), config.train.seed, config.data.split.seed, config.train.init_from))
@@ -125,8 +129,13 @@ class FakeJobs:
         lines = [{"epoch": e, "valid_recall@10": r, "seconds": 2.0 * e} for e, r in [(1, 0.2), (2, 0.4), (3, 0.4)]]
         (Path(run_dir) / "train_metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
 
-    def evaluate_run(self, run_dir: Path) -> dict:
+    def evaluate_run(self, run_dir: Path, part: str = "test") -> dict:
+        self.evaluated.append((f"{Path(run_dir).parent.name}/{Path(run_dir).name}", part))
         seed = int(Path(run_dir).name.removeprefix("seed"))
+        if part == "valid":  # validation: other values, in the file the real job writes
+            metrics = {"tandemrec": {"recall@10": 0.5 + 0.1 * seed}, "new_arrivals": {"tandemrec": {"recall@10": 0.3}}}
+            (Path(run_dir) / "metrics_valid.json").write_text(json.dumps(metrics))
+            return metrics
         metrics = {"tandemrec": {"recall@10": 0.1 * seed}, "cold_exposure": {"tandemrec": 0.25}}
         (Path(run_dir) / "metrics.json").write_text(json.dumps(metrics))
         return metrics
@@ -155,6 +164,9 @@ def test_seeds_vary_training_not_the_split_and_staged_seed_starts_from_same_seed
     ]
     assert [(r["variant"], r["seed"]) for r in rows] == [("first", 0), ("first", 1), ("second", 0), ("second", 1)]
     assert rows[1]["recall@10"] == pytest.approx(0.1) and rows[1]["cold_exposure"] == 0.25
+    assert rows[1]["valid/recall@10"] == pytest.approx(0.6) and rows[1]["valid/new_arrivals/recall@10"] == 0.3
+    assert rows[1]["valid/ndcg@10"] is None and rows[1]["new_arrivals/recall@10"] is None
+    assert fake_jobs.evaluated[:2] == [("first/seed0", "valid"), ("first/seed0", "test")]
     assert rows[1]["warm/recall@10"] is None and rows[1]["popularity"]["recall@10"] is None
     assert (rows[1]["best_epoch"], rows[1]["train_seconds"]) == (2, 6.0)  # the first epoch with the best recall
     assert _table_cells((tmp_path / "ablation.md").read_text(), "first")["cold exposure"] == "0.2500 ± 0.0000"
@@ -168,6 +180,18 @@ def test_a_second_call_continues_where_the_first_stopped(tmp_path: Path, fake_jo
     rows = run_ablation(None, tmp_path, variants, TINY_OVERRIDES, seeds=2)
     assert [(t[0].parent.name, t[1]) for t in fake_jobs.trained] == [("first", 1), ("second", 0), ("second", 1)]
     assert json.loads((tmp_path / "ablation.json").read_text()) == rows and len(rows) == 4
+
+
+def test_a_run_without_validation_metrics_is_evaluated_on_validation_not_retrained(
+    tmp_path: Path, fake_jobs: FakeJobs
+) -> None:
+    run_ablation(None, tmp_path, [Variant("first")], TINY_OVERRIDES, seeds=1)
+    (tmp_path / "first" / "seed0" / "metrics_valid.json").unlink()  # evaluated before validation was
+    fake_jobs.trained.clear()
+    fake_jobs.evaluated.clear()
+    (row,) = run_ablation(None, tmp_path, [Variant("first")], TINY_OVERRIDES, seeds=1)
+    assert fake_jobs.trained == [] and fake_jobs.evaluated == [("first/seed0", "valid")]
+    assert row["valid/recall@10"] == pytest.approx(0.5)
 
 
 def test_ablation_trains_seeds_tabulates_plots_and_resumes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -3,6 +3,7 @@ and the `export`, `index` and `search` verbs do what they say."""
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -113,12 +114,75 @@ def test_a_false_normalisation_claim_is_caught(tmp_path):
         export_embeddings(tmp_path, "items", ["a"], np.ones((1, 2)), "hash", ("csv",))
 
 
+def _unit_rows(n: int, seed: int = 0) -> np.ndarray:
+    x = np.random.default_rng(seed).normal(size=(n, 4)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_shards_hold_at_most_shard_rows_and_read_back_whole(tmp_path, fmt):
+    ids, vectors = [f"u{i}" for i in range(10)], _unit_rows(10)
+    segment = (np.arange(10) % 3, "a column")
+    written = export_embeddings(tmp_path, "users", ids, vectors, "hash", (fmt,), {"segment": segment}, shard_rows=4)
+    stems = [f"users-0000{i}-of-00003" for i in range(3)]
+    assert [p.name for p in written] == [f"{stem}.{fmt}" for stem in stems]
+    entry = json.loads((tmp_path / "manifest.json").read_text())[f"users.{fmt}"]
+    assert entry["files"] == [p.name for p in written] and entry["shard_rows"] == 4 and entry["count"] == 10
+    assert set(entry["sha256"]) == {p.name for p in written} | (set() if fmt == "parquet" else {f"{s}.ids.json" for s in stems})
+    got_ids, got, _ = read_embeddings(tmp_path, "users", fmt)
+    assert got_ids == ids and np.array_equal(got, vectors)
+    if fmt == "parquet":
+        import polars as pl
+
+        shards = [pl.read_parquet(p) for p in written]
+        assert [s.height for s in shards] == [4, 4, 2]
+        assert shards[2]["segment"].to_list() == [2, 0] and shards[2]["id"].to_list() == ["u8", "u9"]
+
+
+def test_a_new_export_removes_the_files_of_another_sharding(tmp_path):
+    ids, vectors = [f"i{i}" for i in range(5)], _unit_rows(5)
+    export_embeddings(tmp_path, "items", ids, vectors, "hash", ("npy",), shard_rows=2)
+    export_embeddings(tmp_path, "users", ids, vectors, "hash", ("npy",), shard_rows=2)
+    assert len(list(tmp_path.glob("items-*.npy"))) == 3
+    export_embeddings(tmp_path, "items", ids, vectors, "hash", ("npy",))  # one file again
+    assert sorted(p.name for p in tmp_path.glob("items*")) == ["items.ids.json", "items.npy"]
+    assert len(list(tmp_path.glob("users-*"))) == 6  # another export's shards are not touched
+    export_embeddings(tmp_path, "items", ids, vectors, "hash", ("npy",), shard_rows=4)
+    assert sorted(p.name for p in tmp_path.glob("items*.npy")) == ["items-00000-of-00002.npy", "items-00001-of-00002.npy"]
+    assert read_embeddings(tmp_path, "items", "npy")[0] == ids
+
+
+def test_a_missing_or_changed_shard_is_named(tmp_path):
+    ids, vectors = [f"i{i}" for i in range(5)], _unit_rows(5)
+    export_embeddings(tmp_path, "items", ids, vectors, "hash", ("parquet",), shard_rows=2)
+    second = tmp_path / "items-00001-of-00003.parquet"
+    second.write_bytes(second.read_bytes()[:-5])
+    with pytest.raises(RetrievalError, match=f"'{second}' does not match its manifest checksum"):
+        read_embeddings(tmp_path, "items", "parquet")
+    second.unlink()
+    with pytest.raises(RetrievalError, match=f"embedding file '{second}' is missing"):
+        read_embeddings(tmp_path, "items", "parquet")
+    with pytest.raises(RetrievalError, match="shard_rows must be 0 .* got -1"):
+        export_embeddings(tmp_path, "items", ids, vectors, "hash", ("parquet",), shard_rows=-1)
+
+
 def test_export_verb_writes_the_asked_files(exported, capsys):
     assert main(["export", str(exported), "--what", "users", "--format", "npy,safetensors"]) == 0
     out = capsys.readouterr().out
     assert "users.npy" in out and "users.safetensors" in out and "items" not in out
     assert main(["export", str(exported), "--what", "things"]) == 2
     assert "what must name some of ['items', 'users']" in capsys.readouterr().err
+
+
+def test_export_verb_writes_shards(exported, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(exported, run)
+    assert main(["export", str(run), "--what", "users", "--shard-rows", "100"]) == 0
+    out = capsys.readouterr().out.split()
+    assert [Path(p).name for p in out] == [f"users-0000{i}-of-00003.parquet" for i in range(3)]  # 300 users
+    assert not (run / "embeddings" / "users.parquet").exists()
+    assert main(["export", str(run), "--shard-rows", "-5"]) == 2
+    assert "shard_rows must be 0 (one file) or a positive row count, got -5" in capsys.readouterr().err
 
 
 def test_index_verb_builds_the_asked_kind_and_reports_recall(exported, capsys):

@@ -36,13 +36,19 @@ def layerwise_learning_rates(
 
 
 class FreezableEncoder(nn.Module):
-    """An encoder that may be frozen (every parameter without a gradient). A frozen one stays in evaluation
-    mode even while the model trains: no dropout and no batch-norm statistics drifting, so it gives the
-    outputs that the frozen-feature cache holds (and that its weights hash names)."""
+    """An encoder that may be frozen (every parameter without a gradient), or partly (`frozen_parts`: the
+    modules below its trainable blocks whose outputs are cached). What is frozen stays in evaluation mode
+    even while the model trains: no dropout and no batch-norm statistics drifting, so it gives the outputs
+    that the frozen-feature cache holds (and that its weights hash names)."""
+
+    frozen_parts: tuple[nn.Module, ...] = ()
 
     @property
     def frozen(self) -> bool:
         return not any(p.requires_grad for p in self.parameters())
 
     def train(self, mode: bool = True) -> "FreezableEncoder":
-        return super().train(mode and not self.frozen)
+        super().train(mode and not self.frozen)
+        for part in self.frozen_parts:
+            part.eval()
+        return self

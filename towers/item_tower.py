@@ -60,7 +60,9 @@ class ItemTower(nn.Module):
             present.append(_flag(batch.has_image, image is not None, n, vectors[-1].device))
         if self.text is not None:
             text = batch.text_features
-            if text is None and batch.input_ids is not None:
+            if text is None and batch.text_hidden is not None:
+                text = self.text.top(batch.text_hidden, batch.attention_mask)
+            elif text is None and batch.input_ids is not None:
                 text = self.text(batch.input_ids, batch.attention_mask)
             vectors.append(self._project(self.text_proj, text, n))
             present.append(_flag(batch.has_text, text is not None, n, vectors[-1].device))

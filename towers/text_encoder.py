@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 import transformers
 from torch import nn
+from transformers.masking_utils import create_bidirectional_mask
 from transformers.utils import logging as hf_logging
 
 from tandemrec.towers.config import TextEncoderConfig
@@ -49,7 +50,12 @@ def load_tokenizer(source: str, local_files_only: bool = True) -> transformers.P
 
 
 class TextEncoder(FreezableEncoder):
-    """Token ids (B, L) and attention mask to one pooled vector per text (B, hidden)."""
+    """Token ids (B, L) and attention mask to one pooled vector per text (B, hidden).
+
+    With only the last k layers trainable (`trainable_layers`), the frozen bottom (embeddings and the
+    layers below them) gives the same token states for the same text forever: `prefix` computes them once
+    (training keeps them in the frozen-feature cache) and `top` runs only the trainable layers from them,
+    so fine-tuning one layer of six costs about a sixth of running the encoder in every step."""
 
     def __init__(self, config: TextEncoderConfig, load_weights: bool = True) -> None:
         super().__init__()
@@ -58,13 +64,65 @@ class TextEncoder(FreezableEncoder):
         self.output_dim = int(self.backbone.config.hidden_size)
         self.blocks = _layers(self.backbone)  # a plain list: the modules stay registered under backbone
         freeze_all_but_last(self.backbone, self.blocks, config.trainable_layers)
+        self.prefix_layers = self._frozen_prefix_layers()
+        if self.prefix_layers:
+            self.frozen_parts = (self.backbone.embeddings, *self.blocks[: self.prefix_layers])
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        if self.prefix_layers:
+            return self.top(self.prefix(input_ids, attention_mask), attention_mask)
         hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        return self._pool(hidden, attention_mask)
+
+    def prefix(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """The frozen bottom's token states (B, L, hidden): the input of the first trainable layer."""
+        with torch.no_grad():
+            hidden = self.backbone.embeddings(input_ids=input_ids)
+            return self._layers_from(hidden, attention_mask, self.blocks[: self.prefix_layers])
+
+    def top(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """The pooled output from the frozen bottom's token states (`prefix`), through the trainable layers."""
+        return self._pool(self._layers_from(hidden, attention_mask, self.blocks[self.prefix_layers :]), attention_mask)
+
+    def _layers_from(self, hidden: torch.Tensor, attention_mask: torch.Tensor, layers: list[nn.Module]) -> torch.Tensor:
+        mask = create_bidirectional_mask(config=self.backbone.config, inputs_embeds=hidden, attention_mask=attention_mask)
+        for layer in layers:
+            hidden = layer(hidden, mask)
+        return hidden
+
+    def _pool(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         if self.config.pooling == "cls":
             return hidden[:, 0]
         mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
         return (hidden * mask).sum(1) / mask.sum(1).clamp_min(1.0)
+
+    def _frozen_prefix_layers(self) -> int:
+        """How many bottom layers `prefix` can run apart: those below the trainable ones, for an encoder
+        whose layers `_layers_from` can call one by one (the BERT family: checked here on a short input
+        against the whole encoder); 0 where everything or nothing trains, or the check fails."""
+        trainable = self.config.trainable_layers
+        if not 0 < trainable < len(self.blocks) or not hasattr(self.backbone, "embeddings"):
+            return 0
+        self.prefix_layers = len(self.blocks) - trainable
+        ids = torch.arange(4, dtype=torch.int64).remainder(self.backbone.config.vocab_size).expand(2, 4)
+        mask = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0]])
+        was_training = self.backbone.training
+        self.backbone.eval()
+        try:
+            with torch.no_grad():
+                whole = self.backbone(input_ids=ids, attention_mask=mask).last_hidden_state
+                split = self._layers_from(self.prefix(ids, mask), mask, self.blocks[self.prefix_layers :])
+            if torch.allclose(whole, split, atol=1e-5, rtol=1e-4):
+                return self.prefix_layers
+        except (TypeError, ValueError, RuntimeError):
+            pass
+        finally:
+            self.backbone.train(was_training)
+        log.info(
+            "text encoder '%s': its layers cannot be run apart, so its frozen bottom is not cached "
+            "and the whole encoder runs in every step", self.config.name_or_path,
+        )
+        return 0
 
 
 def _create_backbone(config: TextEncoderConfig, load_weights: bool) -> transformers.PreTrainedModel:

@@ -31,7 +31,7 @@ from tandemrec.io.cache import cache_folder
 log = logging.getLogger(__name__)
 FEATURES_DIR = "frozen-features"
 
-# Item rows -> the backbone's outputs for them, float32 (len(rows), width).
+# Item rows -> the backbone's outputs for them, float32 (len(rows), *row_shape).
 Encode = Callable[[torch.Tensor], torch.Tensor]
 
 
@@ -52,7 +52,7 @@ def frozen_outputs(
     item_ids: list[str] | None,
     inputs: list[torch.Tensor],
     encode: Encode,
-    width: int,
+    row_shape: tuple[int, ...],
     batch_size: int,
     progress: bool = False,
 ) -> torch.Tensor:
@@ -65,7 +65,7 @@ def frozen_outputs(
     bar = tqdm(total=n, desc=f"{kind} backbone", unit="item", disable=not progress)
 
     def compute(rows: np.ndarray) -> tuple[dict[str, np.ndarray], list[str | None]]:
-        out = np.empty((len(rows), width), dtype=np.float32)
+        out = np.empty((len(rows), *row_shape), dtype=np.float32)
         for start in range(0, len(rows), batch_size):
             chunk = torch.from_numpy(rows[start : start + batch_size])
             out[start : start + len(chunk)] = encode(chunk).float().cpu().numpy()
@@ -82,7 +82,7 @@ def frozen_outputs(
             params,
             item_ids,
             [_row_hash(inputs, i) for i in range(n)],
-            {"features": ArraySpec((width,), "float32")},
+            {"features": ArraySpec(row_shape, "float32")},
             compute,
         )
         if not len(rows.computed):
@@ -103,8 +103,10 @@ def cache_frozen_backbones(
     tower: nn.Module, content: ItemContent, batch_size: int, device: torch.device, progress: bool = False
 ) -> None:
     """Give `content` the outputs of each frozen backbone of the item tower (image, text), so that the
-    tower's forward skips them; content that already holds them (training's own) is left as it is."""
-    if content.image_features is not None or content.text_features is not None:
+    tower's forward skips them, and of a text backbone trained in its top layers only, the token states of
+    its frozen bottom (`text_hidden`), so that the tower runs the top alone; content that already holds
+    them (training's own) is left as it is."""
+    if any(x is not None for x in (content.image_features, content.text_features, content.text_hidden)):
         return
     tower.eval()
     image, text = tower.image, tower.text
@@ -117,19 +119,29 @@ def cache_frozen_backbones(
                 content.item_ids,
                 [pixels],
                 lambda rows: image(pixels[rows].to(device)),
-                image.output_dim,
+                (image.output_dim,),
                 batch_size,
                 progress,
             )
-        if text is not None and text.frozen and content.input_ids is not None:
+        if text is not None and content.input_ids is not None and (text.frozen or text.prefix_layers):
             ids, mask = content.input_ids, content.attention_mask
-            content.text_features = frozen_outputs(
-                "text",
-                weights_fingerprint(text, {"pooling": text.config.pooling}),
+            if text.frozen:  # the whole encoder: its pooled outputs
+                kind, encode, shape = "text", text, (text.output_dim,)
+                weights = weights_fingerprint(text, {"pooling": text.config.pooling})
+            else:  # its frozen bottom: the token states its trained top layers start from
+                kind, encode, shape = "text-prefix", text.prefix, (ids.shape[1], text.output_dim)
+                weights = weights_fingerprint(nn.ModuleList(text.frozen_parts), {"layers": text.prefix_layers})
+            outputs = frozen_outputs(
+                kind,
+                weights,
                 content.item_ids,
                 [ids, mask],
-                lambda rows: text(ids[rows].to(device), mask[rows].to(device)),
-                text.output_dim,
+                lambda rows: encode(ids[rows].to(device), mask[rows].to(device)),
+                shape,
                 batch_size,
                 progress,
             )
+            if text.frozen:
+                content.text_features = outputs
+            else:
+                content.text_hidden = outputs

@@ -42,6 +42,11 @@ class RunFolder:
         return self.root / "metrics.json"
 
     @property
+    def metrics_valid(self) -> Path:
+        """The validation part's metrics (`evaluate --part valid`): what settings are chosen on."""
+        return self.root / "metrics_valid.json"
+
+    @property
     def plots(self) -> Path:
         return self.root / "plots"
 

@@ -1,0 +1,61 @@
+"""A trained run's item and user vectors, computed by its saved model: what `index`, `export`, `profile`
+and the behaviour head start from.
+
+Under torchrun (tandemrec/job_group.py) the job's processes embed together, each every N-th batch, and
+every process ends with all the vectors, the same ones a single process computes.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import torch
+
+from tandemrec.data.content import ItemContent
+from tandemrec.job_group import is_writer, writer_first
+from tandemrec.run import Run
+from tandemrec.towers.inference import embed
+from tandemrec.towers.two_tower import TwoTower
+from tandemrec.training.frozen_features import cache_frozen_backbones
+
+CPU = torch.device("cpu")
+
+
+@dataclasses.dataclass
+class RunEmbeddings:
+    """Item and user vectors computed by a run's saved model, in vocabulary order (index 0 left out)."""
+
+    item_ids: list[str]
+    items: np.ndarray
+    user_ids: list[str]
+    users: np.ndarray
+    model_hash: str
+
+
+def embed_run(run: Run, batch_size: int = 256, progress: bool = False, shared: bool = False) -> RunEmbeddings:
+    """Embed the catalogue (from its content) and every user (all their events) with the run's model;
+    `progress` shows a bar for each. `shared`: every process of the job's group calls this together, and
+    they split the work (see `embed_items`)."""
+    model, data = run.model, run.data
+    content = writer_first(lambda: run.content) if shared else run.content  # may fill the run's content cache
+    items = embed_items(model, content, batch_size, progress, shared)
+    users = np.arange(1, len(data.vocabs.users))
+    batches = data.features.batches(users, None, batch_size)
+    shown = progress and is_writer()
+    user_vectors = embed(model.user_tower, batches, CPU, shown, len(users), "users", shared=shared).numpy()
+    return RunEmbeddings(data.vocabs.items.ids[1:], items, data.vocabs.users.ids[1:], user_vectors, run.model_hash)
+
+
+def embed_items(
+    model: TwoTower, content: ItemContent, batch_size: int = 256, progress: bool = False, shared: bool = False
+) -> np.ndarray:
+    """The item tower's vectors of `content`, items without a trained id (index 0) placed as new items
+    are; frozen backbones run once first, unless `content` already holds their outputs (training's does).
+    `shared`: every process of the job's group calls this together; process 0 runs the frozen backbones
+    first (the others then read its cache), and each process embeds every N-th batch."""
+    tower = model.item_tower
+    shown = progress and is_writer()
+    frozen = lambda: cache_frozen_backbones(tower, content, batch_size, CPU, shown)  # noqa: E731
+    writer_first(frozen) if shared else frozen()
+    vectors = embed(tower, content.batches(batch_size), CPU, shown, len(content), "items", shared=shared)
+    return tower.place_new_items(vectors, content.item_index == 0).numpy()
