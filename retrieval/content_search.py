@@ -66,15 +66,23 @@ class ContentSearch:
 
     def text_scores(self, texts: Sequence[str], collaborative: bool = True) -> QueryScores:
         """The parts of the search score of each text over every index row (meaning, BM25 and, when asked,
-        the item tower's text path), before they are mixed: for choosing the weights without re-encoding."""
+        the item tower's text path), before they are mixed: for choosing the weights without re-encoding.
+        Each distinct text is encoded and scored once (every score is per text): a batch of queries often
+        repeats a few texts, as choosing the search weights does (one query per category, many events)."""
         search = self._product_search()
+        distinct, inverse = np.unique(np.array(list(texts), dtype=object), return_inverse=True)
+        texts = [str(t) for t in distinct]
         vectors = None
         if collaborative:
-            input_ids, attention_mask = search.tokenize(list(texts), search.max_length)
+            input_ids, attention_mask = search.tokenize(texts, search.max_length)
             present = torch.ones(len(texts), dtype=torch.bool)
             content = _query_content(len(texts), input_ids=input_ids, attention_mask=attention_mask, has_text=present)
             vectors = self._embed_items(content) @ self.index.vectors(np.arange(len(self.index))).T
-        return search.covering(self.index.ids, self.catalogue).scores(search.encode(texts), texts, vectors)
+        scores = search.covering(self.index.ids, self.catalogue).scores(search.encode(texts), texts, vectors)
+        return QueryScores(
+            scores.semantic[inverse], scores.lexical[inverse],
+            None if scores.collaborative is None else scores.collaborative[inverse],
+        )
 
     def _product_search(self) -> ProductSearch:
         if self.product_search is None:
