@@ -2,7 +2,7 @@
 
 Formats: `<what>.parquet` (columns id, embedding: a fixed-size float32 list); `<what>.npy` (float32 (n, d))
 with `<what>.ids.json`; `<what>.safetensors` (tensor "embedding") with the same ids file. `manifest.json`
-holds one entry per exported file, keyed `<what>.<format>`, saying how the vectors were made (model hash,
+holds one entry per export and format, keyed `<what>.<format>`, saying how the vectors were made (model hash,
 dim, metric, normalisation, creation time, row count) with a checksum of every file it covers, so a reader
 can tell a stale, edited or truncated export from a good one.
 
