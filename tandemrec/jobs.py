@@ -293,17 +293,17 @@ def catalogue_text_features(
 
     A frozen encoder's outputs come from the frozen-backbone cache (the same ones training used, kept in
     `content` once computed); a trained one is run here, as it is now, since its outputs changed during
-    training. `progress` shows a bar."""
+    training (only its trained top layers, from its frozen bottom's cached states, when only those
+    trained). `progress` shows a bar."""
     tower = model.item_tower
     if tower.text is None:
         return None
-    if tower.text.frozen:
+    if tower.text.frozen or tower.text.prefix_layers:
         cache_frozen_backbones(tower, content, batch_size, torch.device("cpu"), progress)
     features = content.text_features
     if features is None:
         tower.eval()
-        encode = lambda batch: tower.text(batch.input_ids, batch.attention_mask)  # noqa: E731
-        features = embed(encode, content.batches(batch_size), torch.device("cpu"), progress, len(content), "text")
+        features = embed(tower.text_output, content.batches(batch_size), torch.device("cpu"), progress, len(content), "text")
     features = features.float().numpy().copy()
     if content.has_text is not None:
         features[~content.has_text.numpy()] = 0.0  # as the tower masks it: no text, no text features

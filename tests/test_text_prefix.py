@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 
+import numpy as np
 import pytest
 import torch
 
@@ -149,3 +150,33 @@ def test_the_item_tower_trains_its_top_text_layer_from_cached_states():
     top, bottom = tower.text.blocks[1], tower.text.blocks[0]
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in top.parameters())
     assert all(p.grad is None for p in bottom.parameters())
+
+
+def test_a_run_with_its_top_text_layer_trained_is_indexed_with_search_and_evaluated(tmp_path):
+    """The jobs after training read the bottom's cached states too: the catalogue's text features (content-kNN,
+    product search) come from the trained top, equal to running the whole trained encoder."""
+    from tandemrec.jobs import build_index, catalogue_text_features, evaluate_run, train
+    from tandemrec.run import Run
+
+    two_layers = (
+        'model.item.text.model_config={model_type="bert", vocab_size=30522, hidden_size=32, '
+        "num_hidden_layers=2, num_attention_heads=2, intermediate_size=64}"
+    )
+    config = tiny_config(two_layers, "model.item.text.trainable_layers=1", "train.epochs=1", "behaviour.enabled=false")
+    run_dir = tmp_path / "run"
+    train(config, run_dir, progress=False)
+    build_index(run_dir)
+    assert (run_dir / "search" / "text_features.npy").is_file()
+    metrics = evaluate_run(run_dir)  # the content-kNN reference and product search read the text features
+    assert "content_knn" in metrics and "search" in metrics
+
+    run = Run(run_dir)
+    assert run.model.item_tower.text.prefix_layers == 1
+    from_states = catalogue_text_features(run.model, run.content)
+    assert run.content.text_hidden is not None
+    fresh = Run(run_dir)
+    text = fresh.model.item_tower.text.eval()
+    with torch.no_grad():
+        whole = _pooled(text, fresh.content.input_ids, fresh.content.attention_mask).numpy()
+    whole[~fresh.content.has_text.numpy()] = 0.0
+    np.testing.assert_allclose(from_states, whole, atol=1e-5)

@@ -59,11 +59,7 @@ class ItemTower(nn.Module):
             vectors.append(self._project(self.image_proj, image, n))
             present.append(_flag(batch.has_image, image is not None, n, vectors[-1].device))
         if self.text is not None:
-            text = batch.text_features
-            if text is None and batch.text_hidden is not None:
-                text = self.text.top(batch.text_hidden, batch.attention_mask)
-            elif text is None and batch.input_ids is not None:
-                text = self.text(batch.input_ids, batch.attention_mask)
+            text = self.text_output(batch)
             vectors.append(self._project(self.text_proj, text, n))
             present.append(_flag(batch.has_text, text is not None, n, vectors[-1].device))
         if self.ebc is not None:
@@ -78,6 +74,18 @@ class ItemTower(nn.Module):
             if ITEM_ID in self.modalities:
                 mask = id_dropout(mask, self.modalities.index(ITEM_ID), self.config.id_dropout)
         return F.normalize(self.fusion(stacked, mask), dim=-1)
+
+    def text_output(self, batch: ItemBatch) -> torch.Tensor | None:
+        """The text encoder's pooled output for the batch, from whatever the batch carries: the cached
+        output of a frozen encoder, the cached states of a partly trained one's frozen bottom, or tokens;
+        None without text."""
+        if batch.text_features is not None:
+            return batch.text_features
+        if batch.text_hidden is not None:
+            return self.text.top(batch.text_hidden, batch.attention_mask)
+        if batch.input_ids is not None:
+            return self.text(batch.input_ids, batch.attention_mask)
+        return None
 
     def place_new_items(self, vectors: torch.Tensor, new: torch.Tensor) -> torch.Tensor:
         """`vectors` (forward's output) with the rows of new items (`new`: no trained id, embedded from
