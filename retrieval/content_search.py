@@ -72,13 +72,13 @@ class ContentSearch:
         search = self._product_search()
         distinct, inverse = np.unique(np.array(list(texts), dtype=object), return_inverse=True)
         texts = [str(t) for t in distinct]
+        encoded = search.encode(texts)
         vectors = None
-        if collaborative:
-            input_ids, attention_mask = search.tokenize(texts, search.max_length)
+        if collaborative:  # the item tower's text path starts from the same encoder's output
             present = torch.ones(len(texts), dtype=torch.bool)
-            content = _query_content(len(texts), input_ids=input_ids, attention_mask=attention_mask, has_text=present)
+            content = _query_content(len(texts), text_features=torch.from_numpy(encoded), has_text=present)
             vectors = self._embed_items(content) @ self.index.vectors(np.arange(len(self.index))).T
-        scores = search.covering(self.index.ids, self.catalogue).scores(search.encode(texts), texts, vectors)
+        scores = search.covering(self.index.ids, self.catalogue).scores(encoded, texts, vectors)
         return QueryScores(
             scores.semantic[inverse], scores.lexical[inverse],
             None if scores.collaborative is None else scores.collaborative[inverse],

@@ -178,7 +178,7 @@ class ProductSearch:
         """(len(texts), width) pooled text-encoder outputs."""
         out = []
         for start in range(0, len(texts), ENCODE_BATCH):
-            ids, mask = self.tokenize(list(texts[start : start + ENCODE_BATCH]), self.max_length)
+            ids, mask = self.tokenize(list(texts[start : start + ENCODE_BATCH]), self.max_length, longest=True)
             with self.lock, torch.no_grad():
                 out.append(self.encoder(ids, mask).float().cpu().numpy())
         return np.concatenate(out)
@@ -219,14 +219,25 @@ def personalise(
     items: ItemCatalogue, candidates: Recommendations, user_vector: np.ndarray, personal: float, k: int
 ) -> Recommendations:
     """The k best of a query's candidates by `query_z + personal * user_z` over the candidates."""
+    return personalise_each(items, candidates, user_vector, (personal,), k)[0]
+
+
+def personalise_each(
+    items: ItemCatalogue, candidates: Recommendations, user_vector: np.ndarray, weights: Sequence[float], k: int
+) -> list[Recommendations]:
+    """`personalise` for each personal weight, the candidates' vectors and z-scores computed once."""
     if not candidates.ids:
-        return candidates
+        return [candidates for _ in weights]
     _, vectors = items.vectors_of(candidates.ids)
     user_scores = vectors @ np.asarray(user_vector, dtype=np.float32)
     query = standardise(candidates.scores[None, :].astype(np.float64))[0]
-    mixed = (query + personal * standardise(user_scores[None, :].astype(np.float64))[0]).astype(np.float32)
-    order = np.argsort(-mixed, kind="stable")[:k]
-    return Recommendations([candidates.ids[i] for i in order], mixed[order], candidates.source)
+    user = standardise(user_scores[None, :].astype(np.float64))[0]
+    found = []
+    for personal in weights:
+        mixed = (query + personal * user).astype(np.float32)
+        order = np.argsort(-mixed, kind="stable")[:k]
+        found.append(Recommendations([candidates.ids[i] for i in order], mixed[order], candidates.source))
+    return found
 
 
 def depth_for(k: int, n_items: int) -> int:

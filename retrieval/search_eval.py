@@ -23,7 +23,7 @@ from bm25s.stopwords import STOPWORDS_EN
 from tandemrec.data.examples import EvalQueries
 from tandemrec.retrieval.metrics import ranking_metrics
 from tandemrec.retrieval.retriever import Retriever
-from tandemrec.retrieval.search import SearchWeights, depth_for, personalise
+from tandemrec.retrieval.search import SearchWeights, depth_for, personalise_each
 
 K = 10
 GENRES = re.compile(r"Genres: ([^.]*)\.")  # how the MovieLens reader lists genres in the item text
@@ -212,15 +212,16 @@ def personal_metrics(
     held-out item, and precision@10 of the query's category (does the page still show what was asked?),
     averaged per distinct query first, so that a rare category counts as much as a common one."""
     candidates = retriever.search_batch(events.texts, depth_for(K, len(retriever.items)))
+    found = [personalise_each(retriever.items, c, v, weights, K) for c, v in zip(candidates, events.vectors)]
+    relevant = [set(rows.tolist()) for rows in events.relevant]
+    targets = [np.array([t]) for t in events.targets]
     result = {}
-    for w in weights:
-        top = np.stack(
-            [_rows(retriever, personalise(retriever.items, c, v, w, K).ids) for c, v in zip(candidates, events.vectors)]
-        )
+    for i, w in enumerate(weights):
+        top = np.stack([_rows(retriever, each[i].ids) for each in found])
         result[w] = {
-            "ndcg@10": ranking_metrics(top, [np.array([t]) for t in events.targets], (K,))["ndcg@10"],
+            "ndcg@10": ranking_metrics(top, targets, (K,))["ndcg@10"],
             "precision@10": _mean_per_text(
-                events.texts, np.array([np.isin(row, rel).mean() for row, rel in zip(top, events.relevant)])
+                events.texts, np.array([sum(r in rel for r in row.tolist()) / K for row, rel in zip(top, relevant)])
             ),
         }
     return result

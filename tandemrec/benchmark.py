@@ -4,8 +4,9 @@ Each protocol is the config plus split (and domain) overrides; the model trains 
 `OUT/<protocol>/seed<S>` and `evaluate_run` scores it next to popularity, content-kNN, item-kNN and EASE
 (the last two tuned on the same validation part, see retrieval/baseline_split.py) with the same metric
 code, seen items excluded. The table gives mean ± std over seeds and each cell's ratio to the best
-baseline of that cell. Runs whose metrics hold the baselines are read, not retrained, so a second call
-continues where the first stopped.
+baseline of that cell. With `--tune KEY=V1,V2,...` the model's setting is chosen per protocol on the
+validation part too (`Tuning`), and only the chosen value's runs are measured on test. Runs whose metrics
+hold the baselines are read, not retrained, so a second call continues where the first stopped.
 """
 from __future__ import annotations
 
@@ -32,6 +33,10 @@ ONE_DOMAIN = ["data.domains.target=[]"]  # every event is evaluated
 # head (it does not change the ranking, and would double the time of each run).
 COMMON = ["data.split.cold_items=0.0", "behaviour.enabled=false"]
 CUT_QUANTILES = (0.7, 0.8)  # the global cut: validation from the 70th time percentile, test from the 80th
+TUNE_METRIC = "ndcg@10"  # the validation metric a tuned setting is chosen by, as the baselines' are
+# Keys that mean nothing without a target domain: a protocol without one is not tuned on them (every value
+# would train the same model) and runs with the config's own value.
+TARGET_KEYS = ("train.target_weight", "train.domains")
 
 
 @dataclass(frozen=True)
@@ -40,6 +45,32 @@ class Protocol:
     about: str
     overrides: Callable[[RunConfig, Path], list[str]]  # (base config, benchmark folder) -> overrides
     needs_target: bool = False  # the target protocols need a target domain in the config
+
+
+@dataclass(frozen=True)
+class Tuning:
+    """One config key whose value the benchmark chooses per protocol on the validation part, as it chooses
+    the baselines' settings: seed 0 trains with each value, the best by validation TUNE_METRIC (the first
+    on ties) is kept, and only its runs are measured on test. `KEY=V1,V2,...` on the command line."""
+
+    key: str
+    values: tuple[str, ...]
+
+    @classmethod
+    def parse(cls, text: str) -> Tuning:
+        key, sep, values = text.partition("=")
+        grid = tuple(v.strip() for v in values.split(","))
+        if not sep or not key.strip() or len(grid) < 2 or not all(grid):
+            raise ArgumentError(
+                f"--tune takes KEY=V1,V2[,...] with two or more values, e.g. train.target_weight=0,0.3,1; got '{text}'"
+            )
+        return cls(key.strip(), grid)
+
+    def override(self, value: str) -> str:
+        return f"{self.key}={value}"
+
+    def applies(self, config: RunConfig) -> bool:
+        return config.data.domains.has_target or self.key not in TARGET_KEYS
 
 
 def _global_cut(config: RunConfig, out: Path) -> list[str]:
@@ -95,20 +126,31 @@ def run_benchmark(
     protocols: Sequence[str] | None = None,
     seeds: int = 3,
     base_overrides: Sequence[str] = (),
+    tune: Tuning | None = None,
 ) -> list[dict]:
     """Train, index and evaluate the model per protocol and seed into out/<protocol>/seed<S>; write
-    out/benchmark.{json,md,png}. benchmark.json is rewritten after every run."""
+    out/benchmark.{json,md,png}. benchmark.json is rewritten after every run. With `tune`, a protocol it
+    applies to first trains seed 0 with each value into out/<protocol>/<key>=<value>/seed0, and its seeds
+    are the chosen value's runs in that folder."""
     base = load_config(config_path, list(base_overrides))
     names = list(protocols or default_protocols(base))
     _check(names, base, seeds)
+    if tune is not None:  # a bad value is refused before anything trains
+        for value in tune.values:
+            load_config(config_path, [*base_overrides, tune.override(value)])
     rows = []
     for name in names:
         overrides = [*COMMON, *base_overrides, *PROTOCOLS[name].overrides(base, out)]
+        folder, tuned = out / name, None
+        if tune is not None and tune.applies(load_config(config_path, overrides)):
+            tuned = _tune(config_path, overrides, tune, folder)
+            folder = folder / tune.override(tuned["chosen"])
+            overrides.append(tune.override(tuned["chosen"]))
         for seed in range(seeds):
-            run_dir = out / name / f"seed{seed}"
+            run_dir = folder / f"seed{seed}"
             if not _scored(run_dir):
                 _train_and_evaluate(load_config(config_path, [*overrides, f"train.seed={seed}"]), run_dir)
-            rows.append(read_row(name, seed, run_dir))
+            rows.append(read_row(name, seed, run_dir) | ({"tuned": tuned} if tuned else {}))
             atomic_write_json(out / "benchmark.json", {"rows": rows, "summary": summarise(rows)})
     atomic_write_text(out / "benchmark.md", benchmark_table(rows))
     plot_benchmark(rows, out / "benchmark.png")
@@ -132,12 +174,27 @@ def _scored(run_dir: Path) -> bool:
     return metrics.exists() and all(s in json.loads(metrics.read_text()) for s in (SYSTEM, *BASELINES))
 
 
-def _train_and_evaluate(config: RunConfig, run_dir: Path) -> None:
-    """Train and index unless indexed (the index is built once training has finished), then evaluate."""
+def _tune(config_path: str | None, overrides: list[str], tune: Tuning, folder: Path) -> dict:
+    """Seed 0 with each value of `tune`, measured on validation (runs already measured are read): the
+    chosen value and each value's score."""
+    scores = {}
+    for value in tune.values:
+        run_dir = folder / tune.override(value) / "seed0"
+        if not RunFolder(run_dir).metrics_valid.exists():
+            config = load_config(config_path, [*overrides, tune.override(value), "train.seed=0"])
+            _train_and_evaluate(config, run_dir, part="valid")
+        scores[value] = json.loads(RunFolder(run_dir).metrics_valid.read_text())[SYSTEM][TUNE_METRIC]
+    chosen = max(tune.values, key=lambda v: scores[v])  # the first of equals
+    return {"key": tune.key, "chosen": chosen, f"valid_{TUNE_METRIC}": scores}
+
+
+def _train_and_evaluate(config: RunConfig, run_dir: Path, part: str = "test") -> None:
+    """Train and index unless indexed (the index is built once training has finished), then evaluate
+    the `part` ("test", or "valid" for tuning)."""
     if not RunFolder(run_dir).index.exists():
         train(config, run_dir, progress=False)
         build_index(run_dir)
-    evaluate_run(run_dir)
+    evaluate_run(run_dir, part=part)
 
 
 def read_row(protocol: str, seed: int, run_dir: Path) -> dict:
@@ -169,7 +226,10 @@ def summarise(rows: Sequence[dict]) -> list[dict]:
         scored = {m: [b for b in BASELINES if stats[b][m]["mean"] is not None] for m in METRICS}
         best = {m: max(scored[m], key=lambda b: stats[b][m]["mean"]) for m in METRICS}
         ratio = {m: stats[SYSTEM][m]["mean"] / stats[best[m]][m]["mean"] for m in METRICS}
-        summary.append({"protocol": name, "seeds": len(group), "stats": stats, "best_baseline": best, "ratio": ratio})
+        summary.append({
+            "protocol": name, "seeds": len(group), "stats": stats, "best_baseline": best, "ratio": ratio,
+            "tuned": group[0].get("tuned"),
+        })
     return summary
 
 
@@ -198,7 +258,20 @@ def benchmark_table(rows: Sequence[dict]) -> str:
         "baseline's mean for that metric, which baseline, and the difference: \"noise\" when it is under twice "
         f"the model's standard deviation. Bar: {TARGET_RATIO:.2f}x in every cell. " + "; ".join(verdicts) + "."
     )
-    return "\n".join(lines) + "\n\n" + notes + "\n"
+    return "\n".join(lines) + "\n\n" + notes + _tuning_notes(summarise(rows)) + "\n"
+
+
+def _tuning_notes(summary: Sequence[dict]) -> str:
+    """' Tuned on validation ...': per tuned protocol, the chosen value and every value's score."""
+    tuned = [
+        f"{s['protocol']}: {t['key']}={t['chosen']} ("
+        + ", ".join(f"{v}: {score:.4f}" for v, score in t[f"valid_{TUNE_METRIC}"].items()) + ")"
+        for s in summary
+        if (t := s["tuned"])
+    ]
+    if not tuned:
+        return ""
+    return f" Tuned on validation {TUNE_METRIC} (seed 0, each value's score in brackets): " + "; ".join(tuned) + "."
 
 
 def _against_best(summary: dict, metric: str) -> str:

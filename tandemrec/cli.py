@@ -76,10 +76,12 @@ def _ablate(args: argparse.Namespace) -> int:
 
 
 def _benchmark(args: argparse.Namespace) -> int:
-    from tandemrec.benchmark import benchmark_table, run_benchmark
+    from tandemrec.benchmark import Tuning, benchmark_table, run_benchmark
 
     protocols = _names(args.protocols) if args.protocols else None
-    print(benchmark_table(run_benchmark(args.config, Path(args.out), protocols, args.seeds, list(args.overrides))))
+    tune = Tuning.parse(args.tune) if args.tune else None
+    rows = run_benchmark(args.config, Path(args.out), protocols, args.seeds, list(args.overrides), tune)
+    print(benchmark_table(rows))
     return 0
 
 

@@ -114,6 +114,13 @@ def _add_benchmark(verbs: argparse._SubParsersAction) -> None:
         help="comma-separated, from temporal, leave_last_out, global_cut, target, target_sparse, given (default: "
         "the config's given split; else temporal, target, target_sparse with a target domain; else the first three)",
     )
+    benchmark.add_argument(
+        "--tune",
+        metavar="KEY=V1,V2,...",
+        help="choose this config key's value per protocol on validation nDCG@10 (seed 0 trained with each value; "
+        "the chosen value's runs are the ones measured on test), e.g. train.target_weight=0,0.3,1; a target-domain "
+        "key is not tuned on a protocol without a target domain",
+    )
 
 
 def _add_seeded_runs(parser: argparse.ArgumentParser, per: str) -> None:

@@ -14,6 +14,7 @@ from typing import TypeVar
 
 import torch.distributed as dist
 
+from tandemrec.run_lock import launched_first
 from tandemrec.training import distributed
 
 T = TypeVar("T")
@@ -39,13 +40,15 @@ def is_writer() -> bool:
     torchrun's RANK once the job's group is gone: the other processes still must not write."""
     if dist.is_initialized():
         return dist.get_rank() == 0
-    return int(os.environ.get("RANK", "0")) == 0
+    return launched_first()
 
 
-def writer_first(step: Callable[[], T]) -> T:
+def writer_first(step: Callable[[], T], together: bool = True) -> T:
     """`step` run by process 0, then by the others once it is done: for work whose result process 0 keeps
-    in a shared cache (frozen-backbone outputs), which the others then read instead of computing it too."""
-    if not dist.is_initialized() or dist.get_world_size() == 1:
+    in a shared cache (frozen-backbone outputs), which the others then read instead of computing it too.
+    `together=False`: this process calls it alone, though a group may be up (process 0 at the end of
+    training), so it just runs `step`."""
+    if not together or not dist.is_initialized() or dist.get_world_size() == 1:
         return step()
     if is_writer():
         try:

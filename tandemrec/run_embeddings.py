@@ -37,7 +37,7 @@ def embed_run(run: Run, batch_size: int = 256, progress: bool = False, shared: b
     `progress` shows a bar for each. `shared`: every process of the job's group calls this together, and
     they split the work (see `embed_items`)."""
     model, data = run.model, run.data
-    content = writer_first(lambda: run.content) if shared else run.content  # may fill the run's content cache
+    content = writer_first(lambda: run.content, shared)  # may fill the run's content cache
     items = embed_items(model, content, batch_size, progress, shared)
     users = np.arange(1, len(data.vocabs.users))
     batches = data.features.batches(users, None, batch_size)
@@ -55,7 +55,6 @@ def embed_items(
     first (the others then read its cache), and each process embeds every N-th batch."""
     tower = model.item_tower
     shown = progress and is_writer()
-    frozen = lambda: cache_frozen_backbones(tower, content, batch_size, CPU, shown)  # noqa: E731
-    writer_first(frozen) if shared else frozen()
+    writer_first(lambda: cache_frozen_backbones(tower, content, batch_size, CPU, shown), shared)
     vectors = embed(tower, content.batches(batch_size), CPU, shown, len(content), "items", shared=shared)
     return tower.place_new_items(vectors, content.item_index == 0).numpy()

@@ -81,13 +81,18 @@ def _holder(fd: int) -> str:
     return text or "unknown job"
 
 
+def launched_first() -> bool:
+    """Whether this process is torchrun's process 0 (RANK 0), or was launched alone (no RANK)."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def writes_run(job: Callable[P, R]) -> Callable[P, R]:
     """Decorate a job whose `run_dir` argument names the run folder it writes: it runs holding that run."""
     signature = inspect.signature(job)
 
     @functools.wraps(job)
     def locked(*args: P.args, **kwargs: P.kwargs) -> R:
-        if int(os.environ.get("RANK", "0")) != 0:
+        if not launched_first():
             return job(*args, **kwargs)
         run_dir = signature.bind(*args, **kwargs).arguments["run_dir"]
         with run_lock(run_dir, job.__name__):

@@ -8,11 +8,11 @@ import pytest
 
 from conftest import TINY_OVERRIDES
 from tandemrec import benchmark
-from tandemrec.benchmark import BASELINES, METRICS, PROTOCOLS, SYSTEM, default_protocols, run_benchmark
+from tandemrec.benchmark import BASELINES, METRICS, PROTOCOLS, SYSTEM, Tuning, default_protocols, run_benchmark
 from tandemrec.cli import main
 from tandemrec.config import load_config
 from tandemrec.data.split import split_by
-from tandemrec.errors import ArgumentError
+from tandemrec.errors import ArgumentError, ConfigError
 from tandemrec.io.run_folder import RunFolder
 from tandemrec.jobs import load_dataset
 from tandemrec.seed_stats import cell, stat_of
@@ -48,6 +48,33 @@ def test_benchmark_reports_what_evaluate_wrote_and_resumes(tmp_path: Path, monke
 
     monkeypatch.setattr(benchmark, "train", no_training)
     assert run_benchmark(None, tmp_path, ["temporal"], 2, BASE) == rows
+
+
+def test_tuning_chooses_on_validation_and_only_the_chosen_runs_see_the_test(tmp_path: Path) -> None:
+    tune = Tuning.parse("train.embedding_lr=0.0001, 0.05")
+    rows = run_benchmark(None, tmp_path, ["temporal"], 1, BASE, tune)
+    folders = {v: tmp_path / "temporal" / f"train.embedding_lr={v}" / "seed0" for v in ("0.0001", "0.05")}
+    valid = {v: json.loads(RunFolder(f).metrics_valid.read_text())[SYSTEM]["ndcg@10"] for v, f in folders.items()}
+    chosen = max(valid, key=valid.get)
+    assert rows[0]["tuned"] == {"key": "train.embedding_lr", "chosen": chosen, "valid_ndcg@10": valid}
+    assert rows[0]["run"] == str(folders[chosen])
+    assert [v for v, f in folders.items() if RunFolder(f).metrics.exists()] == [chosen]
+    assert not (tmp_path / "temporal" / "seed0").exists()
+    table = (tmp_path / "benchmark.md").read_text()
+    assert f"temporal: train.embedding_lr={chosen} (0.0001: {valid['0.0001']:.4f}, 0.05: {valid['0.05']:.4f})" in table
+
+
+def test_tuning_is_checked_before_anything_trains(tmp_path: Path) -> None:
+    for bad in ("train.target_weight", "train.target_weight=1", "=0,1", "train.target_weight=0,,1"):
+        with pytest.raises(ArgumentError, match=r"--tune takes KEY=V1,V2\[,...\]"):
+            Tuning.parse(bad)
+    with pytest.raises(ConfigError, match="train.epochs"):
+        run_benchmark(None, tmp_path, ["temporal"], 1, tune=Tuning.parse("train.epochs=1,zero"))
+    assert not any(tmp_path.iterdir())
+    target_weight = Tuning.parse("train.target_weight=0,1")
+    assert not target_weight.applies(load_config(None))  # one domain: every value would train the same model
+    assert target_weight.applies(load_config("configs/movielens-benchmark.toml"))
+    assert Tuning.parse("train.lr=0.001,0.002").applies(load_config(None))
 
 
 def test_protocols_follow_the_config() -> None:

@@ -103,7 +103,7 @@ class TextEncoder(FreezableEncoder):
         trainable = self.config.trainable_layers
         if not 0 < trainable < len(self.blocks) or not hasattr(self.backbone, "embeddings"):
             return 0
-        self.prefix_layers = len(self.blocks) - trainable
+        bottom = len(self.blocks) - trainable
         ids = torch.arange(4, dtype=torch.int64).remainder(self.backbone.config.vocab_size).expand(2, 4)
         mask = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0]])
         was_training = self.backbone.training
@@ -111,9 +111,10 @@ class TextEncoder(FreezableEncoder):
         try:
             with torch.no_grad():
                 whole = self.backbone(input_ids=ids, attention_mask=mask).last_hidden_state
-                split = self._layers_from(self.prefix(ids, mask), mask, self.blocks[self.prefix_layers :])
+                hidden = self._layers_from(self.backbone.embeddings(input_ids=ids), mask, self.blocks[:bottom])
+                split = self._layers_from(hidden, mask, self.blocks[bottom:])
             if torch.allclose(whole, split, atol=1e-5, rtol=1e-4):
-                return self.prefix_layers
+                return bottom
         except (TypeError, ValueError, RuntimeError):
             pass
         finally:
@@ -200,12 +201,14 @@ def clean_text(text: str) -> str:
 
 def make_tokenize(tokenizer: transformers.PreTrainedTokenizerBase):
     """A `texts, max_length -> (input_ids, attention_mask)` function over a transformers tokenizer; every
-    text path (item content, product search) tokenises through it, so texts are cleaned here once."""
+    text path (item content, product search) tokenises through it, so texts are cleaned here once.
+    `longest=True` pads to the longest text instead of max_length: for short texts encoded at once
+    (search queries), where the padding would be most of the encoder's work; the pooled output is the same."""
 
-    def tokenize(texts: list[str], max_length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def tokenize(texts: list[str], max_length: int, longest: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         encoded = tokenizer(
             [clean_text(t) for t in texts],
-            padding="max_length",
+            padding="longest" if longest else "max_length",
             truncation=True,
             max_length=max_length,
             return_tensors="pt",
