@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+import torch
 
 from conftest import MOVIELENS_100K, TINY_OVERRIDES
 from tandemrec.cli import main
@@ -16,7 +17,7 @@ from tandemrec.config import load_config
 from tandemrec.retrieval.filters import ItemFilter
 from tandemrec.retrieval.lexical import LexicalIndex
 from tandemrec.retrieval.retriever import Retriever
-from tandemrec.retrieval.search import SEARCH_DIR, WEIGHTS_FILE
+from tandemrec.retrieval.search import SEARCH_DIR, WEIGHTS_FILE, standardise
 
 N_ITEMS = 400
 N_USERS = 300
@@ -127,3 +128,21 @@ def test_items_added_after_indexing_are_found_by_their_words(movielens_run):
     )
     retriever.add_items(new.drop("image"))
     assert retriever.search("zyzzyva", 1).ids == ["new-1"]
+
+
+def test_a_query_takes_the_item_towers_text_path_as_an_item_text_would(retriever):
+    """The collaborative score reuses the query's encoding (padded to its longest text) as the item tower's
+    text input: the same as the tower run on the query's tokens padded as item texts are."""
+    from tandemrec.data.content import ItemContent
+    from tandemrec.towers.inference import embed
+
+    texts = ["Western movies", "a space adventure with robots", "Western movies"]
+    search = retriever.product_search
+    ids, mask = search.tokenize(texts, search.max_length)
+    zeros = torch.zeros(len(texts), dtype=torch.int64)
+    tokens = ItemContent(item_index=zeros, category=zeros, input_ids=ids, attention_mask=mask,
+                         has_text=torch.ones(len(texts), dtype=torch.bool))
+    vectors = embed(retriever.model.item_tower, tokens.batches(8), retriever.device).numpy()
+    expected = standardise(vectors @ retriever.index.vectors(np.arange(len(retriever.index))).T)
+    np.testing.assert_allclose(retriever.text_scores(texts).collaborative, expected, atol=1e-4)
+    assert ids.shape[1] == search.max_length > search.tokenize(texts, search.max_length, longest=True)[0].shape[1]
