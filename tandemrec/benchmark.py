@@ -4,12 +4,14 @@ Each protocol is the config plus split (and domain) overrides; the model trains 
 `OUT/<protocol>/seed<S>` and `evaluate_run` scores it next to popularity, content-kNN, item-kNN and EASE
 (the last two tuned on the same validation part, see retrieval/baseline_split.py) with the same metric
 code, seen items excluded. The table gives mean ± std over seeds and each cell's ratio to the best
-baseline of that cell. With `--tune KEY=V1,V2,...` the model's setting is chosen per protocol on the
-validation part too (`Tuning`), and only the chosen value's runs are measured on test. Runs whose metrics
+baseline of that cell. With `--tune KEY=V1,V2,...` (repeatable: every combination) the model's settings
+are chosen per protocol on the validation part too (`Tuning`), and only the chosen runs are measured on
+test. Runs whose metrics
 hold the baselines are read, not retrained, so a second call continues where the first stopped.
 """
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -73,6 +75,12 @@ class Tuning:
         return config.data.domains.has_target or self.key not in TARGET_KEYS
 
 
+def candidates(tunings: Sequence[Tuning]) -> list[str]:
+    """Every combination of the tunings' values, each as its comma-joined overrides ("k=v,k2=v2"): the
+    name of its folder and of its score. Values hold no comma (`Tuning.parse` splits on them)."""
+    return [",".join(c) for c in itertools.product(*([t.override(v) for v in t.values] for t in tunings))]
+
+
 def _global_cut(config: RunConfig, out: Path) -> list[str]:
     """Cut times at the CUT_QUANTILES of the dataset's event times, so the protocol fits any dataset."""
     times = load_dataset(config.data, RunFolder(out / "cut-data")).interactions["timestamp"].sort()
@@ -126,26 +134,27 @@ def run_benchmark(
     protocols: Sequence[str] | None = None,
     seeds: int = 3,
     base_overrides: Sequence[str] = (),
-    tune: Tuning | None = None,
+    tune: Sequence[Tuning] = (),
 ) -> list[dict]:
     """Train, index and evaluate the model per protocol and seed into out/<protocol>/seed<S>; write
-    out/benchmark.{json,md,png}. benchmark.json is rewritten after every run. With `tune`, a protocol it
-    applies to first trains seed 0 with each value into out/<protocol>/<key>=<value>/seed0, and its seeds
-    are the chosen value's runs in that folder."""
+    out/benchmark.{json,md,png}. benchmark.json is rewritten after every run. With `tune`, a protocol that
+    some of the tunings apply to first trains seed 0 with each combination of their values into
+    out/<protocol>/<k=v,...>/seed0, and its seeds are the chosen combination's runs in that folder."""
     base = load_config(config_path, list(base_overrides))
     names = list(protocols or default_protocols(base))
     _check(names, base, seeds)
-    if tune is not None:  # a bad value is refused before anything trains
-        for value in tune.values:
-            load_config(config_path, [*base_overrides, tune.override(value)])
+    for t in tune:  # a bad value is refused before anything trains
+        for value in t.values:
+            load_config(config_path, [*base_overrides, t.override(value)])
     rows = []
     for name in names:
         overrides = [*COMMON, *base_overrides, *PROTOCOLS[name].overrides(base, out)]
         folder, tuned = out / name, None
-        if tune is not None and tune.applies(load_config(config_path, overrides)):
-            tuned = _tune(config_path, overrides, tune, folder)
-            folder = folder / tune.override(tuned["chosen"])
-            overrides.append(tune.override(tuned["chosen"]))
+        applying = [t for t in tune if t.applies(load_config(config_path, overrides))]
+        if applying:
+            tuned = _tune(config_path, overrides, applying, folder)
+            folder = folder / tuned["chosen"]
+            overrides += tuned["chosen"].split(",")
         for seed in range(seeds):
             run_dir = folder / f"seed{seed}"
             if not _scored(run_dir):
@@ -174,18 +183,18 @@ def _scored(run_dir: Path) -> bool:
     return metrics.exists() and all(s in json.loads(metrics.read_text()) for s in (SYSTEM, *BASELINES))
 
 
-def _tune(config_path: str | None, overrides: list[str], tune: Tuning, folder: Path) -> dict:
-    """Seed 0 with each value of `tune`, measured on validation (runs already measured are read): the
-    chosen value and each value's score."""
+def _tune(config_path: str | None, overrides: list[str], tunings: Sequence[Tuning], folder: Path) -> dict:
+    """Seed 0 with each combination of the tunings' values, measured on validation (runs already measured
+    are read): the chosen combination and each one's score."""
     scores = {}
-    for value in tune.values:
-        run_dir = folder / tune.override(value) / "seed0"
+    for candidate in candidates(tunings):
+        run_dir = folder / candidate / "seed0"
         if not RunFolder(run_dir).metrics_valid.exists():
-            config = load_config(config_path, [*overrides, tune.override(value), "train.seed=0"])
+            config = load_config(config_path, [*overrides, *candidate.split(","), "train.seed=0"])
             _train_and_evaluate(config, run_dir, part="valid")
-        scores[value] = json.loads(RunFolder(run_dir).metrics_valid.read_text())[SYSTEM][TUNE_METRIC]
-    chosen = max(tune.values, key=lambda v: scores[v])  # the first of equals
-    return {"key": tune.key, "chosen": chosen, f"valid_{TUNE_METRIC}": scores}
+        scores[candidate] = json.loads(RunFolder(run_dir).metrics_valid.read_text())[SYSTEM][TUNE_METRIC]
+    chosen = max(scores, key=scores.__getitem__)  # the first of equals
+    return {"chosen": chosen, f"valid_{TUNE_METRIC}": scores}
 
 
 def _train_and_evaluate(config: RunConfig, run_dir: Path, part: str = "test") -> None:
@@ -262,16 +271,16 @@ def benchmark_table(rows: Sequence[dict]) -> str:
 
 
 def _tuning_notes(summary: Sequence[dict]) -> str:
-    """' Tuned on validation ...': per tuned protocol, the chosen value and every value's score."""
+    """' Tuned on validation ...': per tuned protocol, the chosen settings and every candidate's score."""
     tuned = [
-        f"{s['protocol']}: {t['key']}={t['chosen']} ("
-        + ", ".join(f"{v}: {score:.4f}" for v, score in t[f"valid_{TUNE_METRIC}"].items()) + ")"
+        f"{s['protocol']}: {t['chosen']} ("
+        + ", ".join(f"{c}: {score:.4f}" for c, score in t[f"valid_{TUNE_METRIC}"].items()) + ")"
         for s in summary
         if (t := s["tuned"])
     ]
     if not tuned:
         return ""
-    return f" Tuned on validation {TUNE_METRIC} (seed 0, each value's score in brackets): " + "; ".join(tuned) + "."
+    return f" Tuned on validation {TUNE_METRIC} (seed 0, each candidate's score in brackets): " + "; ".join(tuned) + "."
 
 
 def _against_best(summary: dict, metric: str) -> str:

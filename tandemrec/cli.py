@@ -79,7 +79,7 @@ def _benchmark(args: argparse.Namespace) -> int:
     from tandemrec.benchmark import Tuning, benchmark_table, run_benchmark
 
     protocols = _names(args.protocols) if args.protocols else None
-    tune = Tuning.parse(args.tune) if args.tune else None
+    tune = [Tuning.parse(t) for t in args.tune or ()]
     rows = run_benchmark(args.config, Path(args.out), protocols, args.seeds, list(args.overrides), tune)
     print(benchmark_table(rows))
     return 0

@@ -117,9 +117,10 @@ def _add_benchmark(verbs: argparse._SubParsersAction) -> None:
     benchmark.add_argument(
         "--tune",
         metavar="KEY=V1,V2,...",
+        action="append",
         help="choose this config key's value per protocol on validation nDCG@10 (seed 0 trained with each value; "
-        "the chosen value's runs are the ones measured on test), e.g. train.target_weight=0,0.3,1; a target-domain "
-        "key is not tuned on a protocol without a target domain",
+        "the chosen value's runs are the ones measured on test), e.g. train.target_weight=0,0.3,1; repeatable: "
+        "every combination is tried; a target-domain key is not tuned on a protocol without a target domain",
     )
 
 

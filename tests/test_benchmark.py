@@ -8,7 +8,9 @@ import pytest
 
 from conftest import TINY_OVERRIDES
 from tandemrec import benchmark
-from tandemrec.benchmark import BASELINES, METRICS, PROTOCOLS, SYSTEM, Tuning, default_protocols, run_benchmark
+from tandemrec.benchmark import (
+    BASELINES, METRICS, PROTOCOLS, SYSTEM, Tuning, candidates, default_protocols, run_benchmark,
+)
 from tandemrec.cli import main
 from tandemrec.config import load_config
 from tandemrec.data.split import split_by
@@ -51,17 +53,29 @@ def test_benchmark_reports_what_evaluate_wrote_and_resumes(tmp_path: Path, monke
 
 
 def test_tuning_chooses_on_validation_and_only_the_chosen_runs_see_the_test(tmp_path: Path) -> None:
-    tune = Tuning.parse("train.embedding_lr=0.0001, 0.05")
+    tune = [Tuning.parse("train.embedding_lr=0.0001, 0.05")]
     rows = run_benchmark(None, tmp_path, ["temporal"], 1, BASE, tune)
-    folders = {v: tmp_path / "temporal" / f"train.embedding_lr={v}" / "seed0" for v in ("0.0001", "0.05")}
-    valid = {v: json.loads(RunFolder(f).metrics_valid.read_text())[SYSTEM]["ndcg@10"] for v, f in folders.items()}
+    names = ("train.embedding_lr=0.0001", "train.embedding_lr=0.05")
+    folders = {n: tmp_path / "temporal" / n / "seed0" for n in names}
+    valid = {n: json.loads(RunFolder(f).metrics_valid.read_text())[SYSTEM]["ndcg@10"] for n, f in folders.items()}
     chosen = max(valid, key=valid.get)
-    assert rows[0]["tuned"] == {"key": "train.embedding_lr", "chosen": chosen, "valid_ndcg@10": valid}
+    assert rows[0]["tuned"] == {"chosen": chosen, "valid_ndcg@10": valid}
     assert rows[0]["run"] == str(folders[chosen])
-    assert [v for v, f in folders.items() if RunFolder(f).metrics.exists()] == [chosen]
+    assert [n for n, f in folders.items() if RunFolder(f).metrics.exists()] == [chosen]
     assert not (tmp_path / "temporal" / "seed0").exists()
     table = (tmp_path / "benchmark.md").read_text()
-    assert f"temporal: train.embedding_lr={chosen} (0.0001: {valid['0.0001']:.4f}, 0.05: {valid['0.05']:.4f})" in table
+    assert f"temporal: {chosen} ({names[0]}: {valid[names[0]]:.4f}, {names[1]}: {valid[names[1]]:.4f})" in table
+
+
+def test_several_tunings_try_every_combination() -> None:
+    tunings = [Tuning.parse("train.target_weight=0,1"), Tuning.parse("model.user.history_encoder=mean,attention")]
+    assert candidates(tunings) == [
+        "train.target_weight=0,model.user.history_encoder=mean",
+        "train.target_weight=0,model.user.history_encoder=attention",
+        "train.target_weight=1,model.user.history_encoder=mean",
+        "train.target_weight=1,model.user.history_encoder=attention",
+    ]
+    assert candidates(tunings[:1]) == ["train.target_weight=0", "train.target_weight=1"]
 
 
 def test_tuning_is_checked_before_anything_trains(tmp_path: Path) -> None:
@@ -69,7 +83,7 @@ def test_tuning_is_checked_before_anything_trains(tmp_path: Path) -> None:
         with pytest.raises(ArgumentError, match=r"--tune takes KEY=V1,V2\[,...\]"):
             Tuning.parse(bad)
     with pytest.raises(ConfigError, match="train.epochs"):
-        run_benchmark(None, tmp_path, ["temporal"], 1, tune=Tuning.parse("train.epochs=1,zero"))
+        run_benchmark(None, tmp_path, ["temporal"], 1, tune=[Tuning.parse("train.epochs=1,zero")])
     assert not any(tmp_path.iterdir())
     target_weight = Tuning.parse("train.target_weight=0,1")
     assert not target_weight.applies(load_config(None))  # one domain: every value would train the same model
