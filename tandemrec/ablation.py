@@ -19,7 +19,8 @@ from tandemrec.config import RunConfig, load_config
 from tandemrec.io.atomic import atomic_write_json, atomic_write_text
 from tandemrec.errors import ArgumentError
 from tandemrec.io.run_folder import RunFolder
-from tandemrec.jobs import build_index, evaluate_run, train
+from tandemrec.jobs import evaluate_run
+from tandemrec.study_run import train_and_index
 from tandemrec.plots import grouped_bars
 from tandemrec.seed_stats import UNTESTED, Stat, cell as _cell, difference, fmt as _fmt, stat_of
 
@@ -167,8 +168,7 @@ def _variant_config(
 
 
 def _train_and_evaluate(config: RunConfig, run_dir: Path) -> None:
-    train(config, run_dir, progress=False)
-    build_index(run_dir)
+    train_and_index(config, run_dir)
     evaluate_run(run_dir, part="valid")
     evaluate_run(run_dir)
 

@@ -21,7 +21,8 @@ from tandemrec.config import RunConfig, load_config
 from tandemrec.io.atomic import atomic_write_json, atomic_write_text
 from tandemrec.errors import ArgumentError
 from tandemrec.io.run_folder import RunFolder
-from tandemrec.jobs import build_index, evaluate_run, load_dataset, train
+from tandemrec.jobs import evaluate_run, load_dataset
+from tandemrec.study_run import train_and_index
 from tandemrec.plots import grouped_bars
 from tandemrec.seed_stats import Stat, cell, difference, stat_of
 
@@ -201,8 +202,7 @@ def _train_and_evaluate(config: RunConfig, run_dir: Path, part: str = "test") ->
     """Train and index unless indexed (the index is built once training has finished), then evaluate
     the `part` ("test", or "valid" for tuning)."""
     if not RunFolder(run_dir).index.exists():
-        train(config, run_dir, progress=False)
-        build_index(run_dir)
+        train_and_index(config, run_dir)
     evaluate_run(run_dir, part=part)
 
 

@@ -117,13 +117,14 @@ def test_staged_variant_must_follow_its_first_stage(tmp_path: Path) -> None:
 
 
 class FakeJobs:
-    """Stands in for train/index/evaluate: records each training's config and writes what a run leaves."""
+    """Stands in for training, indexing and evaluating: records each training's config and writes what a
+    run leaves."""
 
     def __init__(self) -> None:
         self.trained: list[tuple[Path, int, int, str | None]] = []
         self.evaluated: list[tuple[str, str]] = []  # (run folder name, part)
 
-    def train(self, config, run_dir: Path, progress: bool = False):
+    def train_and_index(self, config, run_dir: Path) -> None:
         self.trained.append((Path(run_dir), config.train.seed, config.data.split.seed, config.train.init_from))
         Path(run_dir).mkdir(parents=True, exist_ok=True)  # like the real one: a crashed run's folder may be there
         lines = [{"epoch": e, "valid_recall@10": r, "seconds": 2.0 * e} for e, r in [(1, 0.2), (2, 0.4), (3, 0.4)]]
@@ -144,8 +145,7 @@ class FakeJobs:
 @pytest.fixture
 def fake_jobs(monkeypatch: pytest.MonkeyPatch) -> FakeJobs:
     jobs = FakeJobs()
-    monkeypatch.setattr(ablation, "train", jobs.train)
-    monkeypatch.setattr(ablation, "build_index", lambda run_dir: None)
+    monkeypatch.setattr(ablation, "train_and_index", jobs.train_and_index)
     monkeypatch.setattr(ablation, "evaluate_run", jobs.evaluate_run)
     return jobs
 
@@ -224,7 +224,7 @@ def test_ablation_trains_seeds_tabulates_plots_and_resumes(tmp_path: Path, monke
     models = sorted((tmp_path).glob("*/seed*/model/*"))
     assert len({m.parent.parent for m in models}) == 4
     mtimes = [m.stat().st_mtime_ns for m in models]
-    monkeypatch.setattr(ablation, "train", pytest.fail)
+    monkeypatch.setattr(ablation, "train_and_index", pytest.fail)
     assert run_ablation(None, tmp_path, variants, base, seeds=2) == rows
     assert [m.stat().st_mtime_ns for m in models] == mtimes
 

@@ -34,6 +34,9 @@ def test_benchmark_reports_what_evaluate_wrote_and_resumes(tmp_path: Path, monke
         for system in (SYSTEM, *BASELINES):
             assert row["systems"][system] == {m: written[system][m] for m in METRICS}
         assert set(written["baseline_settings"]) == {"ease", "item_knn"}
+    for seed in (0, 1):  # a measured run is never resumed: its checkpoints are gone, its model is not
+        folder = RunFolder(tmp_path / "temporal" / f"seed{seed}")
+        assert not folder.checkpoints.exists() and (folder.model / "model.safetensors").is_file()
     assert metrics[0]["ease"] == metrics[1]["ease"]  # the split, and so every baseline, is the seeds' own
 
     table = (tmp_path / "benchmark.md").read_text()
@@ -48,7 +51,7 @@ def test_benchmark_reports_what_evaluate_wrote_and_resumes(tmp_path: Path, monke
     def no_training(*args, **kwargs):
         raise AssertionError("a finished run was trained again")
 
-    monkeypatch.setattr(benchmark, "train", no_training)
+    monkeypatch.setattr(benchmark, "train_and_index", no_training)
     assert run_benchmark(None, tmp_path, ["temporal"], 2, BASE) == rows
 
 
