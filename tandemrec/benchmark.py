@@ -151,7 +151,8 @@ def run_benchmark(
     for name in names:
         overrides = [*COMMON, *base_overrides, *PROTOCOLS[name].overrides(base, out)]
         folder, tuned = out / name, None
-        applying = [t for t in tune if t.applies(load_config(config_path, overrides))]
+        protocol = load_config(config_path, overrides)
+        applying = [t for t in tune if t.applies(protocol)]
         if applying:
             tuned = _tune(config_path, overrides, applying, folder)
             folder = folder / tuned["chosen"]

@@ -77,12 +77,16 @@ class TextEncoder(FreezableEncoder):
     def prefix(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """The frozen bottom's token states (B, L, hidden): the input of the first trainable layer."""
         with torch.no_grad():
-            hidden = self.backbone.embeddings(input_ids=input_ids)
-            return self._layers_from(hidden, attention_mask, self.blocks[: self.prefix_layers])
+            return self._bottom(input_ids, attention_mask, self.prefix_layers)
 
     def top(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """The pooled output from the frozen bottom's token states (`prefix`), through the trainable layers."""
         return self._pool(self._layers_from(hidden, attention_mask, self.blocks[self.prefix_layers :]), attention_mask)
+
+    def _bottom(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, layers: int) -> torch.Tensor:
+        """The token states after the embeddings and the first `layers` layers."""
+        hidden = self.backbone.embeddings(input_ids=input_ids)
+        return self._layers_from(hidden, attention_mask, self.blocks[:layers])
 
     def _layers_from(self, hidden: torch.Tensor, attention_mask: torch.Tensor, layers: list[nn.Module]) -> torch.Tensor:
         mask = create_bidirectional_mask(config=self.backbone.config, inputs_embeds=hidden, attention_mask=attention_mask)
@@ -111,8 +115,7 @@ class TextEncoder(FreezableEncoder):
         try:
             with torch.no_grad():
                 whole = self.backbone(input_ids=ids, attention_mask=mask).last_hidden_state
-                hidden = self._layers_from(self.backbone.embeddings(input_ids=ids), mask, self.blocks[:bottom])
-                split = self._layers_from(hidden, mask, self.blocks[bottom:])
+                split = self._layers_from(self._bottom(ids, mask, bottom), mask, self.blocks[bottom:])
             if torch.allclose(whole, split, atol=1e-5, rtol=1e-4):
                 return bottom
         except (TypeError, ValueError, RuntimeError):
