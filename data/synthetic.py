@@ -16,7 +16,6 @@ so that a recommender is also tested where most items and most users have few ev
 from __future__ import annotations
 
 import colorsys
-import math
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -25,10 +24,10 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
-from PIL import Image, ImageDraw
 
 from tandemrec.config_schema import check_fields, setting
 from tandemrec.data.dataset import Dataset
+from tandemrec.data.synthetic_pictures import draw_picture
 from tandemrec.errors import ConfigError
 from tandemrec.io.atomic import atomic_path, disk_error
 
@@ -73,6 +72,7 @@ SHAPES = ("circle", "square", "triangle", "star", "diamond", "hexagon", "cross",
 PATTERNS = ("plain", "striped", "dotted", "checked")
 AGE_BANDS = ("18-24", "25-34", "35-44", "45-54", "55+")
 REGIONS = ("north", "south", "east", "west")
+ATTRIBUTES = {"age_band": AGE_BANDS, "region": REGIONS}
 _HUE_NAMES = (
     (0, "red"), (25, "orange"), (50, "amber"), (65, "yellow"), (95, "lime"), (125, "green"),
     (165, "teal"), (190, "cyan"), (215, "azure"), (240, "blue"), (270, "violet"), (295, "purple"),
@@ -100,24 +100,6 @@ OFF_TASTE_PURCHASE = 0.25
 HISTORY_DAYS = 90
 MIN_EVENTS = 5  # every user has at least this many events
 START = datetime(2026, 1, 1, tzinfo=timezone.utc)
-# Shape outlines on the unit circle; circle and ring are drawn as ellipses.
-_ARM = 0.3
-_OUTLINES = {
-    "square": [(-0.75, -0.75), (0.75, -0.75), (0.75, 0.75), (-0.75, 0.75)],
-    "triangle": [(math.cos(a), math.sin(a)) for a in np.radians([-90, 30, 150])],
-    "hexagon": [(math.cos(a), math.sin(a)) for a in np.radians(np.arange(6) * 60)],
-    "star": [
-        (r * math.cos(a), r * math.sin(a))
-        for r, a in zip([1.0, 0.45] * 5, np.radians(np.arange(10) * 36 - 90))
-    ],
-    "diamond": [(0, -1), (0.6, 0), (0, 1), (-0.6, 0)],
-    "cross": [
-        (-_ARM, -1), (_ARM, -1), (_ARM, -_ARM), (1, -_ARM), (1, _ARM), (_ARM, _ARM),
-        (_ARM, 1), (-_ARM, 1), (-_ARM, _ARM), (-1, _ARM), (-1, -_ARM), (-_ARM, -_ARM),
-    ],
-}
-
-
 @dataclass(frozen=True)
 class SyntheticShopConfig:
     """Size and knobs of the synthetic shop; the same config and seed give the same files."""
@@ -142,22 +124,45 @@ class SyntheticShopConfig:
             )
 
 
-def make_synthetic_shop(dest: str | Path, config: SyntheticShopConfig = SyntheticShopConfig()) -> Dataset:
-    """Write the shop as a dataset folder at `dest` (plus `truth.parquet`: user_id, main_class,
-    second_class) and return it loaded from there."""
-    dest = Path(dest).absolute()
+@dataclass(frozen=True)
+class ShopDraw:
+    """Everything the generator draws for a config, before a file is written: the tables, and the hidden
+    truth behind the events (item classes and draw weights, users' main and second classes), which
+    `tandemrec.data.synthetic_truth` turns into the best ranking any recommender could give."""
+
+    items: pl.DataFrame
+    looks: list[dict]
+    users: pl.DataFrame
+    interactions: pl.DataFrame
+    item_class: np.ndarray
+    popularity: np.ndarray
+    main: np.ndarray
+    second: np.ndarray
+
+
+def draw_shop(config: SyntheticShopConfig = SyntheticShopConfig()) -> ShopDraw:
+    """The shop of `config` in memory; the same config and seed always draw the same shop."""
     rng = np.random.default_rng(config.seed)
     item_class = rng.permutation(np.arange(config.n_items) % config.n_classes)
     items, looks = _make_items(config, item_class, rng)
     users, main, second = _make_users(config, rng)
-    interactions = _make_events(config, item_class, main, second, users["user_id"], items["item_id"], rng)
+    interactions, popularity = _make_events(config, item_class, main, second, users["user_id"], items["item_id"], rng)
+    return ShopDraw(items, looks, users, interactions, item_class, popularity, main, second)
+
+
+def make_synthetic_shop(dest: str | Path, config: SyntheticShopConfig = SyntheticShopConfig()) -> Dataset:
+    """Write the shop as a dataset folder at `dest` (plus `truth.parquet`: user_id, main_class,
+    second_class) and return it loaded from there."""
+    dest = Path(dest).absolute()
+    shop = draw_shop(config)
+    items, users, main, second = shop.items, shop.users, shop.main, shop.second
     dest.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.staging-"))
     try:
         (staging / "images").mkdir()
-        for image, look in zip(items["image"].to_list(), looks):
-            _draw(look, config.image_size).save(staging / image)
-        Dataset(interactions, items, users, root=staging, name="synthetic-shop").save(dest)
+        for image, look in zip(items["image"].to_list(), shop.looks):
+            draw_picture(look, config.image_size).save(staging / image)
+        Dataset(shop.interactions, items, users, root=staging, name="synthetic-shop").save(dest)
     except OSError as error:
         raise disk_error(error, dest, staging) or error  # the disk's refusal names dest, not the staging folder
     finally:
@@ -255,19 +260,20 @@ def _make_users(
     main = rng.integers(classes, size=n)
     second = (main + rng.integers(1, classes, size=n)) % classes
 
-    def attribute(values: tuple[str, ...], implied: np.ndarray) -> list[str]:
+    def attribute(name: str, implied: np.ndarray) -> list[str]:
+        values = ATTRIBUTES[name]
         agrees = rng.random(n) < ATTRIBUTE_AGREEMENT
         drawn = np.where(agrees, implied, rng.integers(len(values), size=n))
         return [values[k] for k in drawn]
 
-    users = pl.DataFrame(
-        {
-            "user_id": _ids("user", n),
-            "age_band": attribute(AGE_BANDS, main % len(AGE_BANDS)),
-            "region": attribute(REGIONS, (main // len(AGE_BANDS)) % len(REGIONS)),
-        }
-    )
+    implied = implied_attributes(main)
+    users = pl.DataFrame({"user_id": _ids("user", n), **{name: attribute(name, implied[name]) for name in ATTRIBUTES}})
     return users, main, second
+
+
+def implied_attributes(main: np.ndarray) -> dict[str, np.ndarray]:
+    """The index, in ATTRIBUTES[name], of the value each attribute takes when it agrees with the main class."""
+    return {"age_band": main % len(AGE_BANDS), "region": (main // len(AGE_BANDS)) % len(REGIONS)}
 
 
 def _make_events(
@@ -278,8 +284,9 @@ def _make_events(
     user_ids: pl.Series,
     item_ids: pl.Series,
     rng: np.random.Generator,
-) -> pl.DataFrame:
-    """Each event picks a source (main class, second class, anywhere), then an item by popularity."""
+) -> tuple[pl.DataFrame, np.ndarray]:
+    """Each event picks a source (main class, second class, anywhere), then an item by popularity: the
+    events, and every item's draw weight."""
     counts = _activity(config, rng)
     user = np.repeat(np.arange(config.n_users), counts)
     total = int(counts.sum())
@@ -309,7 +316,7 @@ def _make_events(
     # Adding each event's position within its user makes the times strictly increasing per user.
     offsets += np.arange(total) - first
     start_us = int(START.timestamp() * 1_000_000)
-    return pl.DataFrame(
+    events = pl.DataFrame(
         {
             "user_id": user_ids.gather(user),
             "item_id": item_ids.gather(item),
@@ -318,6 +325,7 @@ def _make_events(
             "value": pl.Series([None] * total, dtype=pl.Float64),
         }
     )
+    return events, popularity
 
 
 def _activity(config: SyntheticShopConfig, rng: np.random.Generator) -> np.ndarray:
@@ -340,43 +348,3 @@ def _popularity(config: SyntheticShopConfig, item_class: np.ndarray, rng: np.ran
         members = np.flatnonzero(item_class == c)
         weights[members] = 1.0 / np.arange(1, len(members) + 1) ** ZIPF_EXPONENT
     return weights
-
-
-def _draw(look: dict, size: int) -> Image.Image:
-    """One item picture: a patterned shape on a light background."""
-    picture = Image.new("RGB", (size, size), look["background"])
-    fill = Image.new("RGB", (size, size), look["fill"])
-    _draw_pattern(ImageDraw.Draw(fill), look["pattern"], look["ink"], look["spacing"], size)
-    mask = Image.new("L", (size, size), 0)
-    draw = ImageDraw.Draw(mask)
-    (cx, cy), r = look["centre"], look["radius"]
-    if look["shape"] in ("circle", "ring"):
-        draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=255)
-        if look["shape"] == "ring":
-            inner = 0.55 * r
-            draw.ellipse((cx - inner, cy - inner, cx + inner, cy + inner), fill=0)
-    else:
-        angle = math.radians(look["rotation"])
-        cos, sin = math.cos(angle), math.sin(angle)
-        corners = [(cx + r * (x * cos - y * sin), cy + r * (x * sin + y * cos)) for x, y in _OUTLINES[look["shape"]]]
-        draw.polygon(corners, fill=255)
-    picture.paste(fill, (0, 0), mask)
-    return picture
-
-
-def _draw_pattern(
-    draw: ImageDraw.ImageDraw, pattern: str, ink: tuple[int, int, int], step: int, size: int
-) -> None:
-    if pattern == "striped":
-        for k in range(-size, size, step):
-            draw.line([(k, 0), (k + size, size)], fill=ink, width=max(1, step // 3))
-    elif pattern == "dotted":
-        dot = step / 4
-        for x in range(step // 2, size, step):
-            for y in range(step // 2, size, step):
-                draw.ellipse((x - dot, y - dot, x + dot, y + dot), fill=ink)
-    elif pattern == "checked":
-        for x in range(0, size, step):
-            for y in range(0, size, step):
-                if (x // step + y // step) % 2 == 0:
-                    draw.rectangle((x, y, x + step - 1, y + step - 1), fill=ink)
