@@ -123,11 +123,11 @@ def write(args: argparse.Namespace, results: dict[str, dict], same_start: bool) 
         r = results[name]
         lines.append(
             f"| {name} | {r['rc']} | {r['seconds']:.0f} | {r['peak_bytes'] / 2**30:.2f} | "
-            f"{r['peak_bytes'] / single['peak_bytes']:.2f}x |"
+            f"{r['peak_bytes'] / single['peak_bytes']:.3f}x |"
         )
     lines += [
         "",
-        f"- 2 processes against 1: **{sharded['peak_bytes'] / single['peak_bytes']:.2f}x** the peak RSS per process "
+        f"- 2 processes against 1: **{sharded['peak_bytes'] / single['peak_bytes']:.3f}x** the peak RSS per process "
         "(target <= 0.6x).",
         f"- Under `train.max_memory_per_process = \"{args.cap}\"`: 2 processes {'train' if sharded['rc'] == 0 else 'FAIL'}; "
         f"1 process is {'refused' if refused['rc'] != 0 and refused['refusal'] else 'NOT refused'} before any table is "

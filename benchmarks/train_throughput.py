@@ -12,6 +12,7 @@ the same session.
 
     .venv/bin/python benchmarks/train_throughput.py                 # ~10 min on 2 cores
     .venv/bin/python benchmarks/train_throughput.py --users 200 --out /tmp/t.md
+    .venv/bin/python benchmarks/train_throughput.py --users 8000 --batch 512 --cache on --repeats 3  # ~5 min
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -91,17 +93,26 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--users", type=int, default=400, help="synthetic shop users (12 events each on average)")
     parser.add_argument("--batch", type=int, default=128, help="global batch size")
+    parser.add_argument("--cache", choices=("both", "on", "off"), default="both", help="frozen-backbone cache")
+    parser.add_argument("--repeats", type=int, default=1, help="runs of each configuration (median; 1 and 2 "
+                        "processes alternate, so that both see the same load)")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "train_throughput.md"))
     args = parser.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for cache in (True, False):
+        for cache in {"both": (True, False), "on": (True,), "off": (False,)}[args.cache]:
             settings = overrides(args.users, args.batch, cache)
+            speeds: dict[int, list[float]] = {1: [], 2: []}
+            for repeat in range(args.repeats):
+                for processes in (1, 2) if repeat % 2 == 0 else (2, 1):
+                    run = Path(tmp) / f"cache-{cache}-{processes}-{repeat}"
+                    speeds[processes].append(train_samples_per_second(processes, settings, run))
             for processes in (1, 2):
-                run = Path(tmp) / f"cache-{cache}-{processes}"
-                speed = train_samples_per_second(processes, settings, run)
-                share = item_tower_seconds(settings, args.batch, run) / (args.batch / speed) if processes == 1 else None
-                rows.append({"cache": cache, "processes": processes, "samples_per_second": speed, "item_share": share})
+                speed = statistics.median(speeds[processes])
+                first = Path(tmp) / f"cache-{cache}-1-0"
+                share = item_tower_seconds(settings, args.batch, first) / (args.batch / speed) if processes == 1 else None
+                rows.append({"cache": cache, "processes": processes, "samples_per_second": speed, "item_share": share,
+                             "runs": [round(v) for v in speeds[processes]]})
                 print(json.dumps(rows[-1]), flush=True)
     one = {r["cache"]: r["samples_per_second"] for r in rows if r["processes"] == 1}
     lines = [
@@ -109,16 +120,18 @@ def main() -> None:
         "",
         f"Measured {datetime.now(timezone.utc):%Y-%m-%d} on {platform.machine()}, {os.cpu_count()} cores, "
         f"torch {torch.__version__}, gloo; synthetic shop of {args.users} users, global batch {args.batch}, the demo "
-        "model (EfficientNet-Lite0 and MiniLM frozen). Rerun: `.venv/bin/python benchmarks/train_throughput.py`.",
+        f"model (EfficientNet-Lite0 and MiniLM frozen); samples/s: the median of {args.repeats} run(s). Rerun: "
+        f"`.venv/bin/python benchmarks/train_throughput.py --users {args.users} --batch {args.batch} --cache {args.cache} "
+        f"--repeats {args.repeats}`.",
         "",
-        "| frozen-backbone cache | processes | samples/s | vs 1 process, same cache | item tower share of a step |",
-        "| --- | --- | --- | --- | --- |",
+        "| frozen-backbone cache | processes | samples/s | vs 1 process, same cache | item tower share of a step | runs |",
+        "| --- | --- | --- | --- | --- | --- |",
     ]
     for r in rows:
         share = f"{r['item_share']:.0%}" if r["item_share"] is not None else "-"
         lines.append(
             f"| {'on' if r['cache'] else 'off'} | {r['processes']} | {r['samples_per_second']:.0f} | "
-            f"{r['samples_per_second'] / one[r['cache']]:.2f}x | {share} |"
+            f"{r['samples_per_second'] / one[r['cache']]:.2f}x | {share} | {', '.join(map(str, r['runs']))} |"
         )
     atomic_write_text(args.out, "\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -7,6 +7,7 @@ masked (has_image=False).
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -27,6 +28,7 @@ log = logging.getLogger(__name__)
 NO_IMAGE = "no image"
 # Bump when decoding changes (crop, resampling), so that cached pixels are made again.
 PIXELS_PREPROCESSING = "rgb-centre-crop-bicubic-v1"
+DIGEST_BYTES = 20  # SHA-1
 
 # (texts, max_length) -> (input_ids, attention_mask), both int64 (N, max_length)
 Tokenize = Callable[[list[str], int], tuple[torch.Tensor, torch.Tensor]]
@@ -48,6 +50,9 @@ class ItemContent:
     image_features: torch.Tensor | None = None
     image_problems: dict[str, int] = field(default_factory=dict)
     item_ids: list[str] | None = None  # each row's item id: keys the frozen-backbone output cache
+    # Each row's pixels' SHA-1 (hex), kept beside cached pixels, so that the frozen-backbone output cache
+    # keys rows without reading the pixels back (a 10K-item catalogue's are gigabytes of resident memory).
+    pixel_digests: list[str] | None = None
 
     def __len__(self) -> int:
         return int(self.item_index.shape[0])
@@ -124,7 +129,7 @@ def build_item_content(
     if image_size is not None:
         paths = items["image"].to_list() if "image" in items.columns else [None] * items.height
         if cache is not None:
-            content.pixels, content.has_image, content.image_problems = _cached_images(
+            content.pixels, content.has_image, content.image_problems, content.pixel_digests = _cached_images(
                 cache, ids, paths, image_root, image_size, progress
             )
         else:
@@ -136,15 +141,21 @@ def build_item_content(
 
 def _cached_images(
     cache: Path, ids: list[str], paths: list[str | None], root: Path | None, size: int, progress: bool
-) -> tuple[torch.Tensor, torch.Tensor, dict[str, int]]:
-    """Pixels from the cache, decoding only the images not in it (or changed since); problems are
-    logged by the run that first meets them."""
+) -> tuple[torch.Tensor, torch.Tensor, dict[str, int], list[str]]:
+    """Pixels from the cache, decoding only the images not in it (or changed since), and each row's
+    pixel digest; problems are logged by the run that first meets them."""
     fingerprints = [file_fingerprint(None if p is None else _path(p, root)) for p in paths]
-    specs = {"pixels": ArraySpec((3, size, size), "uint8"), "has_image": ArraySpec((), "bool")}
+    specs = {
+        "pixels": ArraySpec((3, size, size), "uint8"),
+        "has_image": ArraySpec((), "bool"),
+        "digest": ArraySpec((DIGEST_BYTES,), "uint8"),
+    }
 
     def decode(rows: np.ndarray) -> tuple[dict[str, np.ndarray], list[str | None]]:
         pixels, ok, reasons = decode_images([paths[r] for r in rows.tolist()], root, size, progress)
-        return {"pixels": pixels.numpy(), "has_image": ok.numpy()}, reasons
+        digests = b"".join(hashlib.sha1(row).digest() for row in pixels.numpy())
+        digest = np.frombuffer(digests, dtype=np.uint8).reshape(-1, DIGEST_BYTES)
+        return {"pixels": pixels.numpy(), "has_image": ok.numpy(), "digest": digest}, reasons
 
     params = {"kind": "pixels", "size": size, "preprocessing": PIXELS_PREPROCESSING}
     cached = cached_rows(cache / f"pixels_{size}", params, ids, fingerprints, specs, decode)
@@ -158,7 +169,8 @@ def _cached_images(
     if masked:
         log.info("%d item image(s) masked as missing or unreadable, as found when first decoded", masked)
     problems = dict(Counter(r for r in cached.problems if r))
-    return torch.from_numpy(cached.arrays["pixels"]), torch.from_numpy(cached.arrays["has_image"]), problems
+    digests = [row.tobytes().hex() for row in cached.arrays["digest"]]
+    return torch.from_numpy(cached.arrays["pixels"]), torch.from_numpy(cached.arrays["has_image"]), problems, digests
 
 
 def _cached_tokens(

@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+import polars as pl
 import pytest
 import torch
 
@@ -153,3 +154,43 @@ def test_a_frozen_encoder_gives_its_cached_outputs_in_training_mode_too():
     assert not tower.text.backbone.training and not tower.image.visual.training
     cache_frozen_backbones(tower, content, 5, torch.device("cpu"))
     assert torch.allclose(trained_mode, content.text_features, atol=1e-5)
+
+
+def test_cached_pixels_carry_digests_that_key_the_outputs_without_reading_the_pixels(tmp_path, monkeypatch):
+    """The pixel cache stores each row's digest, equal to the hash of the pixels themselves, so a job whose
+    pixels are cached keys the backbone's outputs by it and never reads the pixels back."""
+    from PIL import Image
+
+    from tandemrec.data.content import build_item_content
+    from tandemrec.training.frozen_features import row_hash
+
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(tmp_path / f"{i}.png")
+    items = pl.DataFrame({"item_id": [f"i{k}" for k in range(4)], "image": [f"{k}.png" for k in range(4)]})
+
+    def build() -> ItemContent:
+        return build_item_content(items, np.arange(1, 5), np.zeros(4, dtype=np.int64), tmp_path, None, 8, 32,
+                                  cache=tmp_path / "cache")
+
+    first = build()
+    assert first.pixel_digests == [row_hash([first.pixels], i) for i in range(4)]
+    cache_frozen_backbones(_encoders(), first, 2, torch.device("cpu"))
+
+    second = build()  # pixels from the cache, mapped: hashing them would read them all into memory
+    assert second.pixel_digests == first.pixel_digests
+    second.pixels = Unreadable(second.pixels)
+    seen = _count_rows(monkeypatch)
+    cache_frozen_backbones(_encoders(), second, 2, torch.device("cpu"))
+    assert seen["image"] == 0
+    assert torch.equal(second.image_features, first.image_features)
+
+
+class Unreadable:
+    """Pixels that fail the test if any row is read."""
+
+    def __init__(self, pixels: torch.Tensor) -> None:
+        self.shape = pixels.shape
+
+    def __getitem__(self, rows):
+        raise AssertionError("the pixels were read")

@@ -42,7 +42,7 @@ def weights_fingerprint(module: nn.Module, extra: dict | None = None) -> str:
     for name, tensor in sorted({**dict(module.named_parameters()), **dict(module.named_buffers())}.items()):
         value = tensor.detach().cpu().contiguous()
         digest.update(f"{name}|{value.dtype}|{tuple(value.shape)}".encode())
-        digest.update(value.reshape(-1).view(torch.uint8).numpy().tobytes())
+        digest.update(value.reshape(-1).view(torch.uint8).numpy())  # read in place: no copy of the weights
     return digest.hexdigest()
 
 
@@ -55,12 +55,13 @@ def frozen_outputs(
     row_shape: tuple[int, ...],
     batch_size: int,
     progress: bool = False,
+    row_hashes: list[str] | None = None,
 ) -> torch.Tensor:
     """The outputs of a frozen backbone for every item row: from the cache when it holds them for these
     weights (`fingerprint`) and inputs, else computed (only for the rows it lacks) and stored there.
 
     `inputs` are the per-row tensors the backbone reads (pixels; or token ids and mask), whose hash keys
-    each row; `encode(rows)` runs the backbone on those rows."""
+    each row (`row_hashes`: those hashes, known already); `encode(rows)` runs the backbone on those rows."""
     n = int(inputs[0].shape[0])
     bar = tqdm(total=n, desc=f"{kind} backbone", unit="item", disable=not progress)
 
@@ -81,7 +82,7 @@ def frozen_outputs(
             folder / f"{kind}-{fingerprint[:16]}",
             params,
             item_ids,
-            [_row_hash(inputs, i) for i in range(n)],
+            row_hashes if row_hashes is not None else [row_hash(inputs, i) for i in range(n)],
             {"features": ArraySpec(row_shape, "float32")},
             compute,
         )
@@ -92,10 +93,11 @@ def frozen_outputs(
         bar.close()
 
 
-def _row_hash(inputs: list[torch.Tensor], row: int) -> str:
+def row_hash(inputs: list[torch.Tensor], row: int) -> str:
+    """The key of one row of a backbone's inputs: the SHA-1 of its bytes (of each input in turn)."""
     digest = hashlib.sha1()
     for tensor in inputs:
-        digest.update(tensor[row].contiguous().numpy().tobytes())
+        digest.update(tensor[row].contiguous().numpy())
     return digest.hexdigest()
 
 
@@ -122,6 +124,7 @@ def cache_frozen_backbones(
                 (image.output_dim,),
                 batch_size,
                 progress,
+                content.pixel_digests,
             )
         if text is not None and content.input_ids is not None and (text.frozen or text.prefix_layers):
             ids, mask = content.input_ids, content.attention_mask

@@ -10,10 +10,12 @@ import torch
 import torch.distributed as dist
 
 
-def rank_slice(indices: np.ndarray, rank: int, world_size: int) -> tuple[np.ndarray, int]:
-    """This rank's contiguous part of a global batch, and where it starts in the gathered order."""
+def rank_slice(indices: np.ndarray, rank: int, world_size: int) -> tuple[np.ndarray, int, list[int]]:
+    """This rank's contiguous part of a global batch, where it starts in the gathered order, and every
+    rank's part size: known to every rank, so gathering the parts needs no exchange of counts."""
     parts = np.array_split(indices, world_size)
-    return parts[rank], int(sum(len(p) for p in parts[:rank]))
+    sizes = [len(p) for p in parts]
+    return parts[rank], sum(sizes[:rank]), sizes
 
 
 class _GatherWithGrad(torch.autograd.Function):
@@ -21,8 +23,7 @@ class _GatherWithGrad(torch.autograd.Function):
     gradient for this rank's rows, since every rank's loss used them."""
 
     @staticmethod
-    def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:
-        sizes = _sizes(tensor.shape[0], tensor.device)
+    def forward(ctx, tensor: torch.Tensor, sizes: list[int]) -> torch.Tensor:
         ctx.rank_range = (sum(sizes[: dist.get_rank()]), sum(sizes[: dist.get_rank() + 1]))
         return _gather(tensor.contiguous(), sizes)
 
@@ -31,14 +32,16 @@ class _GatherWithGrad(torch.autograd.Function):
         grad = grad.contiguous()
         dist.all_reduce(grad)
         start, end = ctx.rank_range
-        return grad[start:end]
+        return grad[start:end], None
 
 
-def gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
-    """Every rank's rows in rank order, differentiable; the tensor itself when alone."""
+def gather_with_grad(tensor: torch.Tensor, sizes: list[int]) -> torch.Tensor:
+    """Every rank's rows in rank order, differentiable, given every rank's row count (`rank_slice`'s
+    sizes: a step's collectives each cost a round trip, so the counts are not asked for); the tensor
+    itself when alone."""
     if dist.get_world_size() == 1:
         return tensor
-    return _GatherWithGrad.apply(tensor)
+    return _GatherWithGrad.apply(tensor, sizes)
 
 
 def gather(tensor: torch.Tensor) -> torch.Tensor:
