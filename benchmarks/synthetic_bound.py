@@ -1,7 +1,7 @@
 """How far any recommender can go on the synthetic shop: the systems of benchmark runs against the
 Bayes-optimal ranking of the same queries.
 
-The shop's events are drawn from a known distribution (tandemrec/data/synthetic_truth.py), so the best
+The shop's events are drawn from a known distribution (data/synthetic_truth.py), so the best
 possible ranking of each evaluated user's unseen items can be computed: `posterior` infers the user's
 classes from their earlier items and attributes, as a system could, and ranks by the generator's true
 probabilities (the Bayes-optimal ranking: no system's expected recall is above it); `known_classes` is told
