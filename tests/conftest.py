@@ -1,13 +1,19 @@
 """Shared fixtures: a tiny synthetic shop and a tiny trained run, built once per test session."""
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
 from tandemrec.config import RunConfig, load_config
 
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 MOVIELENS_100K = SHARED / "datasets" / "movielens-100k"
 
@@ -30,6 +36,20 @@ TINY_OVERRIDES = [
     "train.epochs=2",
     "train.batch_size=128",
 ]
+
+
+@contextmanager
+def benchmark_script(name: str, module: str | None = None) -> Iterator[ModuleType]:
+    """benchmarks/<name>.py imported as a module (`module`, default `name`): the scripts are not a package.
+    It is registered in sys.modules while in use, where dataclasses look their module up."""
+    spec = importlib.util.spec_from_file_location(module or name, BENCHMARKS / f"{name}.py")
+    loaded = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = loaded
+    try:
+        spec.loader.exec_module(loaded)
+        yield loaded
+    finally:
+        del sys.modules[spec.name]
 
 
 BAD_INPUT_TIMEOUT = 180  # seconds: every bad-input or fault case ends well before, or it hung

@@ -1,23 +1,17 @@
 """benchmarks/new_arrivals_bound.py: the hindsight orderings of the shelf, on a case computed by hand."""
 
-import importlib.util
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "new_arrivals_bound.py"
+from conftest import benchmark_script
+
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("new_arrivals_bound", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    yield module
-    del sys.modules[spec.name]
+    with benchmark_script("new_arrivals_bound") as module:
+        yield module
 
 
 def test_hindsight_orderings_by_hand(bench, monkeypatch):

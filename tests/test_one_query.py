@@ -5,20 +5,17 @@ Python set instead of sorted numpy keys, see `ItemIndex._one_pass`): both routes
 queries, for every index kind, with exclusions, filters and removed rows. The Retriever's one-query forms are checked
 against their batch forms on the trained run.
 """
-import importlib.util
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+from conftest import benchmark_script
 from tandemrec.retrieval.errors import RetrievalError
 from tandemrec.retrieval.filters import ItemFilter
 from tandemrec.retrieval.index import ItemIndex
 from tandemrec.retrieval.retriever import Retriever
 
 N, DIM, K = 3000, 16, 10
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "retrieval.py"
 FACTORIES = {"Flat": {}, "IVF32,Flat": {"nprobe": 2}, "HNSW16": {"efSearch": 16}}
 
 
@@ -152,18 +149,12 @@ def test_retriever_one_query_forms_match_their_batch_forms(retriever, item_filte
 
 
 def test_the_benchmark_times_each_one_query_call_against_its_baseline(data):
-    spec = importlib.util.spec_from_file_location("retrieval_bench_one_query", BENCH)
-    bench = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = bench  # dataclasses look their module up there
-    try:
-        spec.loader.exec_module(bench)
+    with benchmark_script("retrieval", "retrieval_bench_one_query") as bench:
         vectors = bench.clustered_vectors(N, np.random.default_rng(0))
         index = ItemIndex.build(vectors, [f"i{r}" for r in range(N)])
         queries = bench.queries_near(vectors, 20, np.random.default_rng(1))
         rows = bench.one_query_rows("flat", index, queries, calls=4)
         floor = bench.checked_search_floor(index, bench.ReadWriteLock())(queries[:1])[0]
-    finally:
-        del sys.modules[spec.name]
     assert [r.call for r in rows] == ["search_vectors", "floor: checked search", "similar_items", "recommend"]
     assert all(r.us_baseline > 0 and r.us_retriever > 0 and r.ratio > 0 for r in rows)
     assert bench.one_query_table(rows).count("\n") == 5

@@ -1,23 +1,17 @@
 """benchmarks/retrieval.py at a toy size: its data is what it claims and its table holds every measurement."""
 
-import importlib.util
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "retrieval.py"
+from conftest import benchmark_script
+
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("retrieval_bench", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    yield module
-    del sys.modules[spec.name]
+    with benchmark_script("retrieval") as module:
+        yield module
 
 
 def test_synthetic_vectors_are_clustered_unit_vectors(bench):

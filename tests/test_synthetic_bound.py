@@ -1,25 +1,19 @@
 """benchmarks/synthetic_bound.py on an evaluated run of the tiny shop: the bounds are scored on the run's own
 test queries, mapped to the generator's items and users, and set beside the systems evaluate wrote."""
 
-import importlib.util
 import shutil
-import sys
-from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "synthetic_bound.py"
+from conftest import benchmark_script
+
 pytestmark = pytest.mark.slow  # trains a model (or runs jobs that do): minutes, not seconds
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("synthetic_bound", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    yield module
-    del sys.modules[spec.name]
+    with benchmark_script("synthetic_bound") as module:
+        yield module
 
 
 def test_the_bounds_of_an_evaluated_run_rank_far_above_popularity(bench, trained_run, tmp_path):
