@@ -14,12 +14,20 @@ LONG_TAIL = SyntheticShopConfig(n_users=3000, n_items=600, n_classes=8, long_tai
 PLAIN = SyntheticShopConfig(n_users=3000, n_items=600, n_classes=8, events_per_user=30)
 
 
+def _positions(events: pl.DataFrame) -> pl.DataFrame:
+    """The events with `u` and `i`: the generator's user and item positions ("user0042" is 42)."""
+    return events.with_columns(
+        pl.col("user_id").str.slice(4).cast(pl.Int64).alias("u"),
+        pl.col("item_id").str.slice(4).cast(pl.Int64).alias("i"),
+    )
+
+
 def _counts(config: SyntheticShopConfig) -> tuple[ShopTruth, np.ndarray, np.ndarray]:
     """The truth, each user's event count and each item's event count (generator order)."""
     shop = draw_shop(config)
-    user = shop.interactions["user_id"].str.slice(4).cast(pl.Int64).to_numpy()
-    item = shop.interactions["item_id"].str.slice(4).cast(pl.Int64).to_numpy()
-    return ShopTruth(shop, config.long_tail), np.bincount(user, minlength=config.n_users), np.bincount(item)
+    events = _positions(shop.interactions)
+    per_user = np.bincount(events["u"].to_numpy(), minlength=config.n_users)
+    return ShopTruth(shop, config.long_tail), per_user, np.bincount(events["i"].to_numpy())
 
 
 @pytest.mark.parametrize("config", [LONG_TAIL, PLAIN], ids=["long-tail", "plain"])
@@ -39,9 +47,7 @@ def test_probabilities_are_the_distribution_the_events_are_drawn_from(config):
 def test_the_posterior_finds_the_classes_of_users_with_many_events():
     shop = draw_shop(LONG_TAIL)
     truth = ShopTruth(shop, True)
-    events = shop.interactions.with_columns(pl.col("user_id").str.slice(4).cast(pl.Int64).alias("u"),
-                                            pl.col("item_id").str.slice(4).cast(pl.Int64).alias("i"))
-    histories = events.group_by("u").agg("i").sort("u")
+    histories = _positions(shop.interactions).group_by("u").agg("i").sort("u")
     users = histories["u"].to_numpy()
     items = [np.asarray(h) for h in histories["i"].to_list()]
     main, second = truth.posterior(users, items)
@@ -61,9 +67,7 @@ def test_the_bayes_ranking_beats_a_ranking_learned_from_the_same_events():
     the training events, both with seen items left out: the bound is higher, as a bound must be."""
     shop = draw_shop(PLAIN)
     truth = ShopTruth(shop, False)
-    events = shop.interactions.with_columns(pl.col("user_id").str.slice(4).cast(pl.Int64).alias("u"),
-                                            pl.col("item_id").str.slice(4).cast(pl.Int64).alias("i"))
-    split = temporal_split(events, valid_last=0, test_last=1)
+    split = temporal_split(_positions(shop.interactions), valid_last=0, test_last=1)
     train = split.train.group_by("u").agg("i").sort("u")
     test = split.test.sort("u")
     assert train["u"].to_list() == test["u"].to_list()
