@@ -63,7 +63,11 @@ class EventLog:
 
     def items_before(self, users: np.ndarray, times: np.ndarray | None) -> list[np.ndarray]:
         """All items each user had events with before its time (e.g. to exclude seen items)."""
-        lo, hi = self.before(users, times, limit=len(self))
+        if times is None:  # the whole log: each user's slice in one binary search over users (serving's case)
+            users = np.asarray(users, dtype=np.int64)
+            lo, hi = np.searchsorted(self.user, np.stack([users, users + 1]))
+        else:
+            lo, hi = self.before(users, times, limit=len(self))
         return [self.item[a:b] for a, b in zip(lo, hi)]
 
 

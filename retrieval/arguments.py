@@ -7,6 +7,7 @@ value in the form the caller's code goes on with (a list, a float32 matrix, a co
 """
 from __future__ import annotations
 
+import math
 import reprlib
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -21,6 +22,7 @@ from tandemrec.data.dataset import ITEM_COLUMNS
 from tandemrec.retrieval import filters  # the module, not ItemFilter: filters.py imports this module back
 from tandemrec.retrieval.errors import RetrievalError
 
+_FLOAT32 = np.dtype(np.float32)  # numpy's one instance: compared by identity
 _SHOWN = 10  # how many offending values a message lists
 # `add_items` embeds an item from its title at least. The data contract (data/dataset.py OPTIONAL_COLUMNS)
 # lets category and image be absent; add_items's documentation leaves out text too, as an item with a null
@@ -42,6 +44,8 @@ def describe(value: object) -> str:
 def check_k(k: object, n_items: int) -> int:
     """k must be a positive integer (not a bool or a float) no larger than the items a search can return;
     returned as a Python int, which FAISS needs (a numpy integer is refused by its bindings)."""
+    if type(k) is int and 0 < k <= n_items:  # the common case in one step (a bool's type is not int)
+        return k
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k <= 0:
         raise RetrievalError(f"k must be a positive integer, got {k!r}")
     if k > n_items:
@@ -125,8 +129,10 @@ def image_list(value: object, name: str) -> list[Image.Image | str | Path]:
 
 def matrix(value: object, name: str, dim: int | None) -> np.ndarray:
     """`value` as a C-contiguous float32 (n, d) matrix with n > 0 and finite values, checked against `dim`."""
+    # A query as FAISS takes it (most one-query calls) skips numpy's two conversions.
+    ready = type(value) is np.ndarray and value.dtype is _FLOAT32 and value.flags.c_contiguous
     try:
-        x = np.asarray(value)
+        x = value if ready else np.asarray(value)
     except ValueError as err:  # ragged nested lists
         raise RetrievalError(f"{name} must be a 2-D (n, d) matrix, got a ragged {type(value).__name__}") from err
     if x.ndim != 2:
@@ -137,10 +143,14 @@ def matrix(value: object, name: str, dim: int | None) -> np.ndarray:
         raise RetrievalError(f"{name} is empty (shape {x.shape})")
     if dim is not None and x.shape[1] != dim:
         raise RetrievalError(f"{name} has dimension {x.shape[1]}, the index has dimension {dim}")
-    if x.dtype.kind not in "fiu":
-        raise RetrievalError(f"{name} must be numeric, got dtype {x.dtype}")
-    x = np.ascontiguousarray(x, dtype=np.float32)
-    if not np.isfinite(x).all():
+    if not ready:
+        if x.dtype.kind not in "fiu":
+            raise RetrievalError(f"{name} must be numeric, got dtype {x.dtype}")
+        x = np.ascontiguousarray(x, dtype=np.float32)
+    # A one-row query's finiteness from its dot product with itself: finite whenever every value is (bar
+    # an overflow of huge values, which the full check below then clears), and a third of what
+    # `isfinite(x).all()` costs a one-query search. A batch takes the full check, a sliver of its search.
+    if (len(x) > 1 or not math.isfinite(np.vdot(x, x))) and not np.isfinite(x).all():
         raise RetrievalError(f"{name} holds NaN or infinite values")
     return x
 

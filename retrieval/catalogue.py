@@ -28,6 +28,7 @@ class ItemCatalogue:
             raise RetrievalError(f"categories has {len(categories)} entries, the index {len(index)} rows")
         self.index = index
         self._lock = ReadWriteLock()
+        self._read = self._lock.read()  # `with self._read:` holds a read lock (fetched once, not per search)
         self._codes: dict[str, int] = {}
         self._row_category = self._encode(categories)
 
@@ -45,19 +46,18 @@ class ItemCatalogue:
     ) -> list[Recommendations]:
         """Top-k items per query vector, excluded rows and filtered-out items left out. The caller has
         checked `queries` and `k` (see `ItemIndex.search_checked`)."""
-        with self._lock.read():
-            positions, scores = self.index.search_checked(queries, k, exclude, self._allowed(item_filter))
+        with self._read:
+            allowed = None if item_filter is None else self._allowed(item_filter)
+            positions, scores = self.index.search_checked(queries, k, exclude, allowed)
             return self._results(positions, scores, source)
 
     def similar(self, item_ids: Sequence[str], k: int, item_filter: ItemFilter | None = None) -> list[Recommendations]:
         """The k items nearest to each live item's stored vector, the item itself left out; ids and k
         checked by the caller. One read lock for reading the vectors and searching: an item cannot be
         removed in between."""
-        with self._lock.read():
-            rows = self.index.position(item_ids)
-            positions, scores = self.index.search_checked(
-                self.index.vectors(rows), k, rows[:, None], self._allowed(item_filter)
-            )
+        with self._read:
+            allowed = None if item_filter is None else self._allowed(item_filter)
+            positions, scores = self.index.neighbours(item_ids, k, allowed)
             return self._results(positions, scores, "item")
 
     def rank(
@@ -69,7 +69,7 @@ class ItemCatalogue:
         source: str = "popularity",
     ) -> Recommendations:
         """The k best rows by a fixed score per row (rows past its end score 0), exactly, ties by row."""
-        with self._lock.read():
+        with self._read:
             n = len(self.index)
             check_k(k, self.index.live_count)
             scores = np.zeros(n, dtype=np.float32)
@@ -86,18 +86,18 @@ class ItemCatalogue:
 
     def positions(self, item_ids: Sequence[str]) -> np.ndarray:
         """Rows of live items; RetrievalError naming unknown or removed ids."""
-        with self._lock.read():
+        with self._read:
             return self.index.position(item_ids)
 
     def vectors_of(self, item_ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """Rows and stored vectors of live items."""
-        with self._lock.read():
+        with self._read:
             positions = self.index.position(item_ids)
             return positions, self.index.vectors(positions)
 
     def check_new(self, item_ids: Sequence[str]) -> None:
         """Refuse ids already live, before any costly embedding of new items."""
-        with self._lock.read():
+        with self._read:
             live = [i for i in item_ids if self._is_live(i)]
         if live:
             raise RetrievalError(f"items: {len(live)} ids already in the index, e.g. {live[:_SHOWN]}")
@@ -156,6 +156,8 @@ class ItemCatalogue:
 
     def _results(self, positions: np.ndarray, scores: np.ndarray, source: str) -> list[Recommendations]:
         """A result per row of a search's (m, k) positions and scores (position -1: no item)."""
+        if len(positions) == 1 and positions.item(-1) >= 0:  # one full row: the one-query case, in fewest steps
+            return [Recommendations(self.index.ids_at(positions[0]).tolist(), scores[0], source)]
         if not all_found(positions):
             return [self._result(p, s, source) for p, s in zip(positions, scores)]
         ids = self.index.ids_at(positions).tolist()  # one lookup for the batch: the common, full case

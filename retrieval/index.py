@@ -2,8 +2,8 @@
 
 Scores are inner products. Callers L2-normalise (training, export and queries share that metric); the index
 never renormalises in silence. Built from a FAISS factory string so that approximate kinds (IVF, IVF-PQ,
-HNSW) can replace the exact default without changing callers; their search parameter (nprobe, efSearch) is
-kept with the index and passed per call, so concurrent searches never race on index state.
+HNSW) can replace the exact default without changing callers; their search width (nprobe, efSearch) is
+kept with the index (`search_width.SearchWidth`).
 
 Row positions are stable: a removed item keeps its row (its id becomes None and searches skip it through a
 FAISS ID selector), so row i of a run's index is always item vocabulary index i + 1. Concurrent searches are
@@ -26,6 +26,7 @@ from tandemrec.retrieval.index_gpu import train_and_add
 from tandemrec.retrieval.index_rows import (
     Exclusions, all_found, bitmap_selector, check_ids, check_positions, object_array, one_query_exclusions,
 )
+from tandemrec.retrieval.search_width import SearchWidth
 
 _SHOWN = 10  # how many offending ids an error message lists
 # A filter that leaves at most this many rows is answered by exact search over those rows: cheaper than
@@ -58,14 +59,13 @@ class ItemIndex:
             raise RetrievalError(f"metadata keys {clash} are reserved for the index manifest")
         self._index = index
         self._dim = index.d  # read once: every SWIG attribute access costs a search of one query a microsecond
-        self._ivf = faiss.try_extract_index_ivf(index) if isinstance(index, faiss.Index) else None
         self._ids = object_array(ids)  # numpy, so that a batch of results maps to ids in one step
         self._positions = {item_id: i for i, item_id in enumerate(ids) if item_id is not None}
         self._removed = np.fromiter((i is None for i in ids), dtype=bool, count=len(ids))
         self._metadata = metadata
         self._factory = factory
-        self._search = self._default_search_params()
-        self.set_search_params(**(search or {}))  # also builds the cached search state
+        self._width = SearchWidth(index, factory, search)
+        self._refresh_search_state()
 
     @classmethod
     def build(
@@ -157,29 +157,17 @@ class ItemIndex:
     @property
     def search_params(self) -> dict[str, int]:
         """The per-query search parameters (`nprobe` for IVF kinds, `efSearch` for HNSW; none for flat)."""
-        return dict(self._search)
+        return self._width.values
 
     @property
     def search_param_limits(self) -> dict[str, int]:
         """The value of each search parameter past which search gets no wider (all lists, all rows)."""
-        if self._ivf is not None:
-            return {"nprobe": int(self._ivf.nlist)}
-        return {name: len(self) for name in self._search}
+        return self._width.limits(len(self))
 
     def set_search_params(self, **params: int) -> None:
-        """Set `nprobe` (IVF) or `efSearch` (HNSW): more is slower and closer to exact."""
-        unknown = sorted(params.keys() - self._search.keys())
-        if unknown:
-            raise RetrievalError(
-                f"search parameters {unknown} do not apply to this index ({self._factory}); "
-                f"it takes {sorted(self._search) or 'none'}"
-            )
-        for name, value in params.items():
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
-                raise RetrievalError(f"search parameter {name} must be a positive integer, got {value!r}")
-        if self._ivf is not None and params.get("nprobe", 0) > self._ivf.nlist:
-            raise RetrievalError(f"nprobe={params['nprobe']} exceeds the {self._ivf.nlist} lists of this index")
-        self._search.update({name: int(value) for name, value in params.items()})
+        """Set `nprobe` (IVF) or `efSearch` (HNSW): more is slower and closer to exact. Not while searches
+        run (`ItemCatalogue` never calls it): the FAISS index keeps the values as its own defaults."""
+        self._width.set(**params)
         self._refresh_search_state()
 
     def position(self, item_ids: Sequence[str]) -> np.ndarray:
@@ -196,9 +184,18 @@ class ItemIndex:
 
     def vectors(self, positions: np.ndarray) -> np.ndarray:
         """The stored vectors (len(positions), d) at `positions`, as float32 (PQ kinds: as decoded)."""
-        positions = check_positions(positions, "positions", len(self))
+        return self._stored(np.ascontiguousarray(check_positions(positions, "positions", len(self))))
+
+    def _stored(self, positions: np.ndarray) -> np.ndarray:
+        """`vectors` at valid, C-contiguous int64 positions, through FAISS's C entry point (its Python wrapper
+        reads the dimension through SWIG on every call)."""
+        vectors = np.empty((len(positions), self._dim), dtype=np.float32)
         try:
-            return self._index.reconstruct_batch(positions)
+            if len(positions) == 1:  # one item's neighbours: no key array to pass
+                self._index.reconstruct_c(int(positions[0]), swig_ptr(vectors))
+            else:
+                self._index.reconstruct_batch_c(len(positions), swig_ptr(positions), swig_ptr(vectors))
+            return vectors
         except RuntimeError as e:
             raise RetrievalError(
                 f"this index ({self._factory}) cannot reconstruct stored vectors: {e}"
@@ -227,7 +224,8 @@ class ItemIndex:
         checks its arguments once, before any work, and a second check would cost a one-query search 5%."""
         first = None  # the common case (every row eligible, no or one query) costs one FAISS call and little more
         if allowed is None and self._live is None and (exclude is None or len(queries) == 1):
-            found, first = self._one_pass(queries, k, exclude)
+            banned = set() if exclude is None else one_query_exclusions(exclude, len(self._ids))
+            found, first = self._one_pass(queries, k, banned)
             if found is not None:
                 return found
         n, m = len(self), queries.shape[0]
@@ -254,25 +252,42 @@ class ItemIndex:
             pending = [i for i, got in zip(pending, found) if got < wanted[i]]
         return positions, scores
 
+    def neighbours(self, item_ids: Sequence[str], k: int, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """`search_checked` from the stored vectors of live items, each item left out of its own results (k
+        checked by the caller); RetrievalError naming unknown or removed ids. Rows found by `position` need
+        no check, so one item with every row eligible costs a vector read and one FAISS call."""
+        rows = self.position(item_ids)
+        vectors = self._stored(rows)
+        if len(rows) == 1 and allowed is None and self._live is None:
+            found, _ = self._one_pass(vectors, k, {int(rows[0])})
+            if found is not None:
+                return found
+        return self.search_checked(vectors, k, rows[:, None], allowed)
+
     def _one_pass(
-        self, queries: np.ndarray, k: int, exclude: Sequence[np.ndarray] | None
+        self, queries: np.ndarray, k: int, banned: set[int]
     ) -> tuple[tuple[np.ndarray, np.ndarray] | None, tuple[np.ndarray, np.ndarray, bool]]:
         """The common case of `search`, every row eligible and no or one query: FAISS's own top results,
-        past a lone query's exclusions (a handful, checked as a set), in one call and a few Python steps;
+        past a lone query's `banned` positions (a handful, as a set), in one call and a few Python steps;
         and that call's raw (scores, positions, saturated). The result is None when some query is left
         short of k (an approximate index probed too little, or too many of its results were excluded): the
         widening search then goes on from the raw call, which is its own first pass."""
-        banned = set() if exclude is None else one_query_exclusions(exclude, len(self._ids))
         params, saturated = self._plain_params
         scores, positions = self._faiss_search(queries, min(len(self._ids), k + len(banned)), params)
         raw = scores, positions, saturated
-        if not banned:
-            return ((positions, scores) if all_found(positions) else None), raw
+        if not banned:  # complete when the last column is filled: one query's in one step, a batch's by all_found
+            complete = positions.item(-1) >= 0 and (len(positions) == 1 or all_found(positions))
+            return ((positions, scores) if complete else None), raw
+        if len(banned) == 1 and positions.shape[1] > k and positions.item(0) in banned and positions.item(k) >= 0:
+            # an item's own neighbours: the item itself first, as it nearly always is
+            return (positions[:, 1:], scores[:, 1:]), raw
         listed = positions[0].tolist()
         kept = [j for j, p in enumerate(listed) if p not in banned][:k]
         if len(kept) < k or listed[kept[-1]] < 0:
             return None, raw
-        return (positions[:, kept], scores[:, kept]), raw
+        # A run of columns is a view; fancy indexing costs more.
+        columns = slice(kept[0], kept[0] + k) if kept[-1] - kept[0] == k - 1 else kept
+        return (positions[:, columns], scores[:, columns]), raw
 
     def _faiss_search(self, queries: np.ndarray, budget: int, params) -> tuple[np.ndarray, np.ndarray]:
         """FAISS's search on checked queries (C-contiguous float32, the index's dim), through its C entry
@@ -325,13 +340,6 @@ class ItemIndex:
         index, ids, metadata, factory, search = read_index(folder, expect_dim, expect_model_hash)
         return cls(index, ids, metadata, factory=factory, search=search)
 
-    def _default_search_params(self) -> dict[str, int]:
-        if self._ivf is not None:
-            return {"nprobe": int(self._ivf.nprobe)}
-        if isinstance(self._index, faiss.IndexHNSW):
-            return {"efSearch": int(self._index.hnsw.efSearch)}
-        return {}
-
     def _refresh_search_state(self) -> None:
         """Cache what every unfiltered search reuses: the live-row mask, its FAISS bitmap and selector (None
         while nothing is removed), and the FAISS parameters of a first, unwidened pass. Built per call, the
@@ -340,7 +348,7 @@ class ItemIndex:
         self._live = ~self._removed if self._removed.any() else None
         self._live_bits = None if self._live is None else np.packbits(self._live, bitorder="little")
         self._live_selector = None if self._live_bits is None else bitmap_selector(self._live_bits)
-        self._plain_params = self._search_parameters(self._live_selector, 1, 1)
+        self._plain_params = self._width.parameters(self._live_selector, 1, 1, len(self))
 
     def _eligible_rows(self, allowed: np.ndarray | None) -> tuple[np.ndarray | None, np.ndarray | None]:
         """The rows a search may return (None: all) and their bitmap for a FAISS ID selector."""
@@ -377,18 +385,8 @@ class ItemIndex:
 
         def approximate(queries: np.ndarray, budget: int, scale: int) -> tuple[np.ndarray, np.ndarray, bool]:
             params, saturated = (
-                self._plain_params if plain and scale == 1 else self._search_parameters(selector, scale, boost)
+                self._plain_params if plain and scale == 1 else self._width.parameters(selector, scale, boost, len(self))
             )
             return (*self._faiss_search(queries, budget, params), saturated)
 
         return approximate
-
-    def _search_parameters(self, selector, scale: int, boost: int):
-        """Per-call FAISS search parameters (None when the defaults do) and whether they are exhaustive."""
-        if self._ivf is not None:
-            nprobe = min(self._ivf.nlist, self._search["nprobe"] * scale)
-            return faiss.SearchParametersIVF(sel=selector, nprobe=nprobe), nprobe == self._ivf.nlist
-        if "efSearch" in self._search:
-            ef = self._search["efSearch"] * scale * boost
-            return faiss.SearchParametersHNSW(sel=selector, efSearch=ef), ef >= len(self)
-        return (None if selector is None else faiss.SearchParameters(sel=selector)), True

@@ -1,4 +1,5 @@
-"""How the Retriever ranks user vectors: top-k by the dot product, or re-ordered by a predicted event.
+"""How the Retriever ranks users: known ones by their vectors (top-k by the dot product, or re-ordered by a
+predicted event), unknown ones by popularity.
 
 `recommend(rerank=...)` retrieves a deeper candidate list and orders it by P(event): the outcome model's
 when it predicts that event (chosen on validation, calibrated), else the behaviour head's. The checks of
@@ -6,11 +7,14 @@ the ranking options live here too, next to what they guard; `Retriever` takes th
 """
 from __future__ import annotations
 
+import dataclasses
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from tandemrec.data.features import UserFeatures
+from tandemrec.data.vocabularies import Vocabularies
 from tandemrec.retrieval import arguments
 from tandemrec.retrieval.catalogue import ItemCatalogue
 from tandemrec.retrieval.errors import RetrievalError
@@ -30,9 +34,40 @@ class UserRanking:
 
     index: ItemIndex
     items: ItemCatalogue
+    vocabs: Vocabularies
+    features: UserFeatures
+    popularity: np.ndarray
     behaviour: BehaviourHead | None
     outcome: OutcomeRanker | None
     _lock: threading.Lock
+    _embed_users: Callable[[np.ndarray, np.ndarray | None], np.ndarray]
+
+    def _recommend_batch(
+        self, user_ids: list[str], k: int, exclude_seen: bool, filter: ItemFilter | None, rerank: str | None
+    ) -> list[Recommendations]:
+        """`recommend_batch` of checked ids (the one-user `recommend` checked its own)."""
+        exclude_seen = self._check_ranking(k, exclude_seen, filter, rerank)
+        every = self.vocabs.users.lookup(user_ids)
+        known = every > 0
+        if known.all():  # the common case, one user included, in fewest steps
+            return self._recommend_known(every, k, exclude_seen, filter, rerank)
+        results: list[Recommendations] = [None] * len(user_ids)  # type: ignore[list-item]
+        if known.any():
+            found = self._recommend_known(every[known], k, exclude_seen, filter, rerank)
+            for i, rec in zip(np.flatnonzero(known), found):
+                results[i] = rec
+        popular = self.items.rank(self.popularity, k, None, filter)
+        for i in np.flatnonzero(~known):
+            results[i] = dataclasses.replace(popular, ids=list(popular.ids), scores=popular.scores.copy())
+        return results
+
+    def _recommend_known(
+        self, users: np.ndarray, k: int, exclude_seen: bool, item_filter: ItemFilter | None, rerank: str | None
+    ) -> list[Recommendations]:
+        """`recommend_batch` for users the run knows (vocabulary indices > 0), arguments checked. Their seen
+        rows come straight from the log: valid rows, and repeats do no harm to an exclusion."""
+        exclude = [items - 1 for items in self.features.log.items_before(users, None)] if exclude_seen else None
+        return self._search_users(self._embed_users(users, None), k, exclude, item_filter, "model", rerank, users)
 
     def _search_users(
         self,
@@ -92,8 +127,10 @@ class UserRanking:
 
     def _check_ranking(self, k: object, exclude_seen: object, item_filter: object, rerank: object) -> bool:
         """The ranking options of `recommend` and `recommend_batch`; returns `exclude_seen` as a bool."""
-        arguments.check_k(k, len(self.items))
+        arguments.check_k(k, self.index.live_count)
         exclude_seen = arguments.flag(exclude_seen, "exclude_seen")
+        if item_filter is None and rerank is None:  # the plain ranking: nothing more to check
+            return exclude_seen
         arguments.item_filter(item_filter)
         rerank = arguments.optional_name(rerank, "rerank")
         outcome = [] if self.outcome is None else [self.outcome.outcome]

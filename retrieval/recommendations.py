@@ -16,7 +16,7 @@ from tandemrec.retrieval.errors import RetrievalError
 SOURCES = ("model", "features", "popularity", "item", "text", "image", "vector")
 
 
-@dataclass
+@dataclass(slots=True)  # slots: a one-query search makes one per call, and a slotted one is cheaper to make
 class Recommendations:
     ids: list[str]
     scores: np.ndarray  # float32, best first; inner products of normalised vectors (popularity: event share)

@@ -7,7 +7,6 @@ becomes one polars table with `results_frame`.
 """
 from __future__ import annotations
 
-import dataclasses
 import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -167,6 +166,12 @@ class Retriever(DescribedUsers, UserRanking, ContentSearch):
         `progress` shows a bar under `desc`. `shared`: the processes of a job's group call this together
         and split the batches (towers/inference.embed)."""
         users, times = arguments.user_times(users, times, len(self.vocabs.users))
+        return self._embed_users(users, times, progress, desc, shared)
+
+    def _embed_users(
+        self, users: np.ndarray, times: np.ndarray | None, progress: bool = False, desc: str = "users", shared: bool = False
+    ) -> np.ndarray:
+        """`embed_users` of users and times already checked (a served request's known users)."""
         batches = self.features.batches(users, times, USER_BATCH)
         with self._lock:
             return embed(self.model.user_tower, batches, self.device, progress, len(users), desc, shared).numpy()
@@ -200,7 +205,7 @@ class Retriever(DescribedUsers, UserRanking, ContentSearch):
         if history is None and attributes is None:
             if user_id is None:
                 raise RetrievalError("recommend needs a user_id, or history / attributes given at call time")
-            return self.recommend_batch([user_id], k, exclude_seen, filter, rerank=rerank)[0]
+            return self._recommend_batch([user_id], k, exclude_seen, filter, rerank)[0]
         exclude_seen = self._check_ranking(k, exclude_seen, filter, rerank)
         user, rows, batch = self._given_features(user_id, history, attributes or {})
         seen = None
@@ -223,21 +228,7 @@ class Retriever(DescribedUsers, UserRanking, ContentSearch):
         rerank: str | None = None,
     ) -> list[Recommendations]:
         """`recommend` for many users in one pass: known users through the model, unknown ones popularity."""
-        user_ids = arguments.id_list(user_ids, "user_ids", "user ids")
-        exclude_seen = self._check_ranking(k, exclude_seen, filter, rerank)
-        known = np.array([u in self.vocabs.users for u in user_ids], dtype=bool)
-        results: list[Recommendations] = [None] * len(user_ids)  # type: ignore[list-item]
-        if known.any():
-            users = self.vocabs.users.lookup([u for u, ok in zip(user_ids, known) if ok])
-            exclude = self.seen_rows(users) if exclude_seen else None
-            found = self._search_users(self.embed_users(users), k, exclude, filter, "model", rerank, users)
-            for i, rec in zip(np.flatnonzero(known), found):
-                results[i] = rec
-        if not known.all():
-            popular = self.items.rank(self.popularity, k, None, filter)
-            for i in np.flatnonzero(~known):
-                results[i] = dataclasses.replace(popular, ids=list(popular.ids), scores=popular.scores.copy())
-        return results
+        return self._recommend_batch(arguments.id_list(user_ids, "user_ids", "user ids"), k, exclude_seen, filter, rerank)
 
     def predict_behaviour(
         self,
@@ -301,17 +292,13 @@ class Retriever(DescribedUsers, UserRanking, ContentSearch):
     def similar_items(self, item_id: str, k: int = 10, filter: ItemFilter | None = None) -> Recommendations:
         """The k items nearest to `item_id` in the index, the item itself left out."""
         self._check_query("item_id", item_id, k, filter)
-        return self._similar_items([item_id], k, filter)[0]
+        return self.items.similar([item_id], k, filter)[0]
 
     def similar_items_batch(
         self, item_ids: Sequence[str], k: int = 10, filter: ItemFilter | None = None
     ) -> list[Recommendations]:
         """`similar_items` for many items in one pass."""
-        return self._similar_items(self._check_query("item_ids", item_ids, k, filter), k, filter)
-
-    def _similar_items(self, item_ids: list[str], k: int, item_filter: ItemFilter | None) -> list[Recommendations]:
-        """`similar_items_batch` once its arguments are checked (the one-query form checks its own)."""
-        return self.items.similar(item_ids, k, item_filter)
+        return self.items.similar(self._check_query("item_ids", item_ids, k, filter), k, filter)
 
     def search_vectors(
         self, vectors: np.ndarray, k: int = 10, filter: ItemFilter | None = None
@@ -367,8 +354,9 @@ class Retriever(DescribedUsers, UserRanking, ContentSearch):
         named: the query argument called `name` (ids, texts, images or vectors, see `arguments.query`), k
         and the filter. Returns the query as checked (a list, or a float32 matrix for vectors)."""
         checked = arguments.query(name, value, self.index.dim)
-        arguments.check_k(k, len(self.items))
-        arguments.item_filter(item_filter)
+        arguments.check_k(k, self.index.live_count)
+        if item_filter is not None:
+            arguments.item_filter(item_filter)
         return checked
 
     def _embed_items(self, content: ItemContent) -> np.ndarray:

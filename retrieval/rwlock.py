@@ -13,7 +13,10 @@ from contextlib import contextmanager
 
 class ReadWriteLock:
     def __init__(self) -> None:
-        self._cond = threading.Condition(threading.Lock())  # never re-entered: a plain lock is cheaper
+        # Never re-entered, so a plain lock. Readers take it directly (a C context manager, where the
+        # Condition's is Python) and use the condition only to wait.
+        self._mutex = threading.Lock()
+        self._cond = threading.Condition(self._mutex)
         self._readers = 0
         self._writing = False
         self._writers_waiting = 0
@@ -23,18 +26,6 @@ class ReadWriteLock:
         """`with lock.read():` holds a read lock (a plain context object: a generator costs a one-query
         search more than the lock itself)."""
         return self._reading
-
-    def _enter_read(self) -> None:
-        with self._cond:
-            while self._writing or self._writers_waiting:
-                self._cond.wait()
-            self._readers += 1
-
-    def _exit_read(self) -> None:
-        with self._cond:
-            self._readers -= 1
-            if self._readers == 0 and self._writers_waiting:  # readers only ever wait for writers
-                self._cond.notify_all()
 
     @contextmanager
     def write(self) -> Iterator[None]:
@@ -61,7 +52,15 @@ class _Reading:
         self._lock = lock
 
     def __enter__(self) -> None:
-        self._lock._enter_read()
+        lock = self._lock  # its state handled here, not in a method of its own: a call less per search
+        with lock._mutex:
+            while lock._writing or lock._writers_waiting:
+                lock._cond.wait()
+            lock._readers += 1
 
     def __exit__(self, *exc: object) -> None:
-        self._lock._exit_read()
+        lock = self._lock
+        with lock._mutex:
+            lock._readers -= 1
+            if lock._readers == 0 and lock._writers_waiting:  # readers only ever wait for writers
+                lock._cond.notify_all()

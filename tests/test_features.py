@@ -137,6 +137,18 @@ def test_items_before_excludes_ties(log):
     assert [s.tolist() for s in seen] == [[A], [A, B, C], []]
 
 
+def test_items_before_without_times_is_each_users_whole_log():
+    rng = np.random.default_rng(3)
+    user, item, times = rng.integers(1, 9, 300), rng.integers(1, 50, 300), rng.integers(0, 40, 300)
+    order = np.lexsort((item, times, user))
+    log = EventLog(user[order], item[order], times[order])
+    users = np.array([0, 1, 5, 8, 9, 12, 5])  # 0 and 9+ have no events; a repeat
+    whole = log.items_before(users, None)
+    after_all = log.items_before(users, np.full(len(users), 10**6))  # the timed route, after every event
+    for u, got, timed in zip(users, whole, after_all):
+        assert got.tolist() == timed.tolist() == log.item[log.user == u].tolist()
+
+
 def test_kjt_layout_user_id_attributes_history(log):
     attrs = np.zeros((len(USERS), 2), dtype=np.int64)
     attrs[U1] = [1, 2]

@@ -116,6 +116,58 @@ def test_one_query_exclusion_errors_read_as_the_batch_ones(data, exclude, messag
         index.search(queries[:1], K, exclude)
 
 
+@pytest.mark.parametrize("factory", list(FACTORIES))
+def test_an_items_neighbours_take_the_batch_routes_answer(data, factory, monkeypatch):
+    vectors, _ = data
+    twins = vectors.copy()
+    twins[1] = twins[0]  # item 0 need not come first among its own neighbours: its twin scores the same
+    index = ItemIndex.build(twins, [f"i{r}" for r in range(N)], factory, search=FACTORIES[factory])
+    items = ["i0", "i1", "i7", f"i{N - 1}"]
+    cases = [(item, k) for item in items for k in (K, N)]  # N: one short, as the item itself is left out
+    fast = [index.neighbours([item], k, None) for item, k in cases]
+    batch_route(monkeypatch)
+    for (item, k), (positions, scores) in zip(cases, fast):
+        slow_positions, slow_scores = index.neighbours([item], k, None)
+        assert positions.shape == (1, k) and int(item[1:]) not in positions[0]
+        assert (positions[0, -1] == -1) == (k == N)
+        np.testing.assert_array_equal(positions, slow_positions)
+        np.testing.assert_array_equal(scores, slow_scores)
+    with pytest.raises(RetrievalError, match=r"item_ids: 1 unknown ids, e.g. \['nope'\]"):
+        index.neighbours(["nope"], K, None)
+
+
+@pytest.mark.parametrize("factory, name, values", [("IVF32,Flat", "nprobe", (1, 4, 32)), ("HNSW16", "efSearch", (10, 40, 400))])
+def test_search_parameters_govern_a_plain_one_query_search(data, factory, name, values, monkeypatch):
+    """The one-query route leaves the parameters on the FAISS index itself; the batch route passes them per
+    call: set and reset, both must search alike, and a wider search must change some answer."""
+    vectors, queries = data
+    index = build(vectors, factory)
+    answers = {}
+    for value in values:
+        index.set_search_params(**{name: value})
+        answers[value] = [index.search(queries[i : i + 1], K)[0] for i in range(len(queries))]
+    assert any((a != b).any() for a, b in zip(answers[values[0]], answers[values[-1]]))
+    batch_route(monkeypatch)
+    for value in values:
+        index.set_search_params(**{name: value})
+        for i, fast in enumerate(answers[value]):
+            np.testing.assert_array_equal(fast, index.search(queries[i : i + 1], K)[0])
+
+
+def test_a_one_row_query_is_checked_for_finite_values(data):
+    vectors, queries = data
+    index = build(vectors, "Flat")
+    huge = np.full((1, DIM), 1e20, dtype=np.float32)  # finite, though its squared norm overflows float32
+    np.testing.assert_array_equal(index.search(huge, K)[0], index.search(np.ones((1, DIM), np.float32), K)[0])
+    for bad in (np.nan, np.inf, -np.inf):
+        query = queries[:1].copy()
+        query[0, 3] = bad
+        with pytest.raises(RetrievalError, match="queries holds NaN or infinite values"):
+            index.search(query, K)
+        with pytest.raises(RetrievalError, match="queries holds NaN or infinite values"):
+            index.search(query.astype(np.float64), K)  # the converting route too
+
+
 @pytest.fixture(scope="module")
 def retriever(trained_run) -> Retriever:
     retriever = Retriever.load(trained_run)

@@ -14,7 +14,6 @@ import torch
 from torchrec.distributed import DistributedModelParallel
 from torchrec.distributed.types import ShardingPlan
 from torchrec.optim.keyed import CombinedOptimizer, KeyedOptimizerWrapper
-from torchrec.optim.optimizers import in_backward_optimizer_filter
 from tqdm import tqdm
 
 from tandemrec.data.content import ItemContent
@@ -23,13 +22,13 @@ from tandemrec.data.examples import Examples
 from tandemrec.data.prepared import PreparedData
 from tandemrec.io.atomic import atomic_write_json, atomic_write_text
 from tandemrec.io.run_folder import RunFolder
-from tandemrec.towers.freezing import layerwise_learning_rates
 from tandemrec.towers.inference import embed
 from tandemrec.towers.two_tower import TwoTower
 from tandemrec.training import distributed
 from tandemrec.training.checkpoint import CheckpointError, Checkpoints, TrainState
 from tandemrec.training.table_init import TableInit
 from tandemrec.training.config import TrainConfig
+from tandemrec.training.dense_optimizer import dense_adamw, schedule
 from tandemrec.training.frozen_features import cache_frozen_backbones
 from tandemrec.training.global_batch import gather_with_grad, rank_slice, total
 from tandemrec.training.loss import InBatchSoftmax, domain_weights
@@ -124,7 +123,7 @@ class Trainer:
             self.table_init, cfg.max_memory_bytes(),
         )
         self._record_plan(plan, dmp, env)
-        adamw, rates = self._adamw(dmp)
+        adamw, rates = dense_adamw(dmp, self.model, self.config)
         optimizer = CombinedOptimizer([dmp.fused_optimizer, adamw])
         loop = _Loop(env, dmp, optimizer, adamw, rates, self._steps(len(self.train), env.world_size))
         state = self._resume(dmp, optimizer, adamw) if self.resume else TrainState()
@@ -180,7 +179,7 @@ class Trainer:
         for step in bar:
             began = time.perf_counter()
             torch.manual_seed(int(np.random.SeedSequence([cfg.seed, epoch, step, env.rank]).generate_state(1)[0]))
-            self._set_rates(loop.adamw, loop.rates, (epoch - 1) * steps + step, cfg.epochs * steps)
+            schedule(loop.adamw, loop.rates, (epoch - 1) * steps + step, cfg.epochs * steps, cfg)
             batch = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
             batch = batch[: len(batch) - len(batch) % env.world_size]  # equal slices (row-wise needs them)
             with autocast:
@@ -301,37 +300,6 @@ class Trainer:
             return train, source, train.target
         keep = np.flatnonzero(source if mode == "source" else train.target)
         return Examples(train.users[keep], train.items[keep], train.times[keep]), None, None
-
-    def _adamw(self, dmp: DistributedModelParallel) -> tuple[KeyedOptimizerWrapper, list[float]]:
-        """AdamW over the trainable dense parameters (one group per learning rate), and the groups' base
-        rates, which the schedule scales."""
-        cfg = self.config
-        dense = dict(in_backward_optimizer_filter(dmp.named_parameters()))
-        rates: dict[int, float] = {}
-        for encoder in (self.model.item_tower.image, self.model.item_tower.text):
-            if encoder is not None:
-                rates.update(layerwise_learning_rates(encoder, encoder.blocks, cfg.backbone_lr, cfg.backbone_lr_decay))
-        trainable = {name: p for name, p in dense.items() if p.requires_grad}
-        groups: dict[float, list[torch.Tensor]] = {}
-        for p in trainable.values():
-            groups.setdefault(rates.get(id(p), cfg.lr), []).append(p)
-        # fused: one kernel for every parameter (the per-tensor loop was about 5% of a CPU training step)
-        adamw = torch.optim.AdamW(
-            [{"params": ps, "lr": lr} for lr, ps in groups.items()], weight_decay=cfg.weight_decay, fused=True
-        )
-        return KeyedOptimizerWrapper(trainable, lambda _: adamw), list(groups)
-
-    def _set_rates(self, adamw: KeyedOptimizerWrapper, rates: list[float], step: int, steps: int) -> None:
-        """The schedule is a function of the global step alone, so a resumed run continues it exactly."""
-        cfg = self.config
-        factor = 1.0
-        if step < cfg.warmup_steps:
-            factor = (step + 1) / cfg.warmup_steps
-        elif cfg.lr_schedule == "cosine":
-            progress = (step - cfg.warmup_steps) / max(1, steps - cfg.warmup_steps)
-            factor = 0.5 * (1.0 + math.cos(math.pi * progress))
-        for group, rate in zip(adamw.param_groups, rates):
-            group["lr"] = rate * factor
 
     def _resume(self, dmp: DistributedModelParallel, optimizer: CombinedOptimizer, adamw: KeyedOptimizerWrapper) -> TrainState:
         latest = self.checkpoints.latest()
