@@ -47,7 +47,7 @@ class ItemCatalogue:
         """Top-k items per query vector, excluded rows and filtered-out items left out. The caller has
         checked `queries` and `k` (see `ItemIndex.search_checked`)."""
         with self._read:
-            allowed = None if item_filter is None else self._allowed(item_filter)
+            allowed = None if item_filter is None else self._allowed(item_filter)  # no call for the common case
             positions, scores = self.index.search_checked(queries, k, exclude, allowed)
             return self._results(positions, scores, source)
 
@@ -156,7 +156,7 @@ class ItemCatalogue:
 
     def _results(self, positions: np.ndarray, scores: np.ndarray, source: str) -> list[Recommendations]:
         """A result per row of a search's (m, k) positions and scores (position -1: no item)."""
-        if len(positions) == 1 and positions.item(-1) >= 0:  # one full row: the one-query case, in fewest steps
+        if len(positions) == 1 and positions.item(-1) >= 0:  # one full row (all_found inline): the one-query case
             return [Recommendations(self.index.ids_at(positions[0]).tolist(), scores[0], source)]
         if not all_found(positions):
             return [self._result(p, s, source) for p, s in zip(positions, scores)]

@@ -275,7 +275,7 @@ class ItemIndex:
         params, saturated = self._plain_params
         scores, positions = self._faiss_search(queries, min(len(self._ids), k + len(banned)), params)
         raw = scores, positions, saturated
-        if not banned:  # complete when the last column is filled: one query's in one step, a batch's by all_found
+        if not banned:  # all_found's one-row case inline: on this path a call costs a one-query search ~0.3 us
             complete = positions.item(-1) >= 0 and (len(positions) == 1 or all_found(positions))
             return ((positions, scores) if complete else None), raw
         if len(banned) == 1 and positions.shape[1] > k and positions.item(0) in banned and positions.item(k) >= 0:

@@ -66,7 +66,7 @@ def all_found(positions: np.ndarray) -> bool:
     """Whether every row of a search's (m, k) positions holds k results: a short row is padded with -1 at its
     end, by FAISS and by `first_eligible` alike. A lone row is read as a scalar, a tenth of numpy's `all`."""
     if len(positions) == 1:
-        return bool(positions[0, -1] >= 0)
+        return positions.item(-1) >= 0
     return bool((positions[:, -1] >= 0).all())
 
 

@@ -43,20 +43,20 @@ class UserRanking:
     _embed_users: Callable[[np.ndarray, np.ndarray | None], np.ndarray]
 
     def _recommend_batch(
-        self, user_ids: list[str], k: int, exclude_seen: bool, filter: ItemFilter | None, rerank: str | None
+        self, user_ids: list[str], k: int, exclude_seen: bool, item_filter: ItemFilter | None, rerank: str | None
     ) -> list[Recommendations]:
         """`recommend_batch` of checked ids (the one-user `recommend` checked its own)."""
-        exclude_seen = self._check_ranking(k, exclude_seen, filter, rerank)
+        exclude_seen = self._check_ranking(k, exclude_seen, item_filter, rerank)
         every = self.vocabs.users.lookup(user_ids)
         known = every > 0
         if known.all():  # the common case, one user included, in fewest steps
-            return self._recommend_known(every, k, exclude_seen, filter, rerank)
+            return self._recommend_known(every, k, exclude_seen, item_filter, rerank)
         results: list[Recommendations] = [None] * len(user_ids)  # type: ignore[list-item]
         if known.any():
-            found = self._recommend_known(every[known], k, exclude_seen, filter, rerank)
+            found = self._recommend_known(every[known], k, exclude_seen, item_filter, rerank)
             for i, rec in zip(np.flatnonzero(known), found):
                 results[i] = rec
-        popular = self.items.rank(self.popularity, k, None, filter)
+        popular = self.items.rank(self.popularity, k, None, item_filter)
         for i in np.flatnonzero(~known):
             results[i] = dataclasses.replace(popular, ids=list(popular.ids), scores=popular.scores.copy())
         return results
@@ -129,8 +129,6 @@ class UserRanking:
         """The ranking options of `recommend` and `recommend_batch`; returns `exclude_seen` as a bool."""
         arguments.check_k(k, self.index.live_count)
         exclude_seen = arguments.flag(exclude_seen, "exclude_seen")
-        if item_filter is None and rerank is None:  # the plain ranking: nothing more to check
-            return exclude_seen
         arguments.item_filter(item_filter)
         rerank = arguments.optional_name(rerank, "rerank")
         outcome = [] if self.outcome is None else [self.outcome.outcome]

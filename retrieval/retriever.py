@@ -355,7 +355,7 @@ class Retriever(DescribedUsers, UserRanking, ContentSearch):
         and the filter. Returns the query as checked (a list, or a float32 matrix for vectors)."""
         checked = arguments.query(name, value, self.index.dim)
         arguments.check_k(k, self.index.live_count)
-        if item_filter is not None:
+        if item_filter is not None:  # None passes: no call on every query's path
             arguments.item_filter(item_filter)
         return checked
 

@@ -61,12 +61,12 @@ class SearchWidth:
         if self._ivf is not None:
             nprobe = min(self._ivf.nlist, self._values["nprobe"] * scale)
             exhaustive = nprobe == self._ivf.nlist
-            if selector is None and scale == 1:
+            if selector is None and nprobe == self._values["nprobe"]:  # the index's own
                 return None, exhaustive
             return faiss.SearchParametersIVF(sel=selector, nprobe=nprobe), exhaustive
         if "efSearch" in self._values:
             ef = self._values["efSearch"] * scale * boost
-            if selector is None and ef == self._values["efSearch"]:
+            if selector is None and ef == self._values["efSearch"]:  # the index's own
                 return None, ef >= rows
             return faiss.SearchParametersHNSW(sel=selector, efSearch=ef), ef >= rows
         return (None if selector is None else faiss.SearchParameters(sel=selector)), True
