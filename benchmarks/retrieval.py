@@ -44,7 +44,7 @@ from tandemrec.data.vocab import Vocabulary
 from tandemrec.data.vocabularies import Vocabularies
 from tandemrec.io.atomic import atomic_write_text
 from tandemrec.jobs import sized
-from tandemrec.retrieval.arguments import check_k, matrix
+from tandemrec.retrieval.arguments import check_found, check_k, matrix, query_vectors
 from tandemrec.retrieval.catalogue import ItemCatalogue
 from tandemrec.retrieval.config import IndexConfig
 from tandemrec.retrieval.index import ItemIndex
@@ -115,7 +115,8 @@ def queries_near(vectors: np.ndarray, m: int, rng: np.random.Generator) -> np.nd
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
-    return x / np.linalg.norm(x, axis=1, keepdims=True)
+    """Rows scaled to unit length, as float32: what FAISS and the Retriever take without a conversion."""
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32, copy=False)
 
 
 def seconds(search: Callable[[np.ndarray], object], queries: np.ndarray) -> float:
@@ -233,17 +234,19 @@ def paired_us(baseline: Callable[[int], object], call: Callable[[int], object], 
 
 
 def checked_search_floor(index: ItemIndex, lock: ReadWriteLock) -> Callable[[np.ndarray], list[Recommendations]]:
-    """The least that any checked, thread-safe one-query search does: check the query and k, take the read
+    """The least that any checked, thread-safe one-query search does: check the query (its values from its scores, as `search_vectors` does) and k, take the read
     lock, call FAISS's C search (on the index's own search parameters, as `raw_search` sets them), map rows
     to ids and make the result. Its ratio to raw FAISS is the floor of `search_vectors`' ratio in Python."""
     faiss_index, ids, dim, live = index.faiss_index, index.ids_at, index.dim, index.live_count
 
     def search(query: np.ndarray) -> list[Recommendations]:
-        query, k = matrix(query, "vectors", dim), check_k(K, live)
+        query, k = query_vectors(query, "vectors", dim), check_k(K, live)
         with lock.read():
             scores, positions = np.empty((1, k), dtype=np.float32), np.empty((1, k), dtype=np.int64)
             faiss_index.search_c(1, faiss.swig_ptr(query), k, faiss.swig_ptr(scores), faiss.swig_ptr(positions), None)
-            return [Recommendations(ids(positions[0]).tolist(), scores[0], "vector")]
+            found = [Recommendations(ids(positions[0]).tolist(), scores[0], "vector")]
+        check_found(query, scores[0], "vectors")
+        return found
 
     return search
 

@@ -66,48 +66,103 @@ def export_embeddings(
         raise RetrievalError(f"{what}: {len(ids)} ids but vectors of shape {vectors.shape}")
     check_formats(formats, shard_rows)
     columns = columns or {}
-    for name, (values, _) in columns.items():
-        if name in ("id", "embedding") or len(values) != len(ids):
-            raise RetrievalError(
-                f"{what}: extra column {name!r} must not be named id or embedding and needs {len(ids)} values"
-            )
-    folder = Path(folder)
-    manifest = _read_manifest(folder) if (folder / MANIFEST_FILE).exists() else {}
-    norms = np.linalg.norm(vectors, axis=1)
-    description = {
-        "what": what,
-        "count": len(ids),
-        "dim": int(vectors.shape[1]),
-        "dtype": "float32",
-        "metric": "inner_product",
-        "normalized": bool(np.allclose(norms, 1.0, atol=NORM_TOLERANCE)),
-        "model_hash": model_hash,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
+    check_columns(what, columns, len(ids))
+    description = export_description(what, len(ids), vectors.shape[1], is_normalized(vectors), model_hash)
     cuts = shard_bounds(len(ids), shard_rows)
-    written = []
-    for fmt in formats:
-        extra = columns if fmt == "parquet" else {}
-        shards = [
-            _WRITERS[fmt](
-                folder, shard_stem(what, i, len(cuts)), ids[start:stop], vectors[start:stop], description,
-                {name: (values[start:stop], meaning) for name, (values, meaning) in extra.items()},
+    shards = {
+        fmt: [
+            write_shard(
+                folder, fmt, i, len(cuts), ids[start:stop], vectors[start:stop], description,
+                {name: (values[start:stop], meaning) for name, (values, meaning) in columns.items()},
             )
             for i, (start, stop) in enumerate(cuts)
         ]
-        paths = [path for shard in shards for path in shard]
+        for fmt in formats
+    }
+    meanings = {name: meaning for name, (_, meaning) in columns.items()}
+    hashes = {fmt: [{p.name: sha256_file(p) for p in shard} for shard in written] for fmt, written in shards.items()}
+    return record_export(folder, description, meanings, shard_rows, hashes)
+
+
+def export_description(
+    what: str, count: int, dim: int, normalized: bool, model_hash: str, created: str | None = None
+) -> dict:
+    """How an export's vectors were made: its manifest entry but for the files (and a safetensors file's
+    metadata). `created` (ISO time, UTC) defaults to now."""
+    return {
+        "what": what,
+        "count": count,
+        "dim": dim,
+        "dtype": "float32",
+        "metric": "inner_product",
+        "normalized": normalized,
+        "model_hash": model_hash,
+        "created": created or datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def is_normalized(vectors: np.ndarray) -> bool:
+    """Whether every row has unit length (within NORM_TOLERANCE)."""
+    return bool(np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=NORM_TOLERANCE))
+
+
+def check_columns(what: str, columns: dict[str, tuple[np.ndarray, str]], count: int) -> None:
+    """Extra columns must not take the names of the two an export always has, and need a value per row."""
+    for name, (values, _) in columns.items():
+        if name in ("id", "embedding") or len(values) != count:
+            raise RetrievalError(
+                f"{what}: extra column {name!r} must not be named id or embedding and needs {count} values"
+            )
+
+
+def write_shard(
+    folder: str | Path,
+    fmt: str,
+    index: int,
+    shards: int,
+    ids: list[str],
+    vectors: np.ndarray,
+    description: dict,
+    columns: dict[str, tuple[np.ndarray, str]],
+) -> list[Path]:
+    """Shard `index` of `shards` of the export `description` names, in format `fmt` (the one file when
+    `shards` is 1), written atomically: its main file first, then its ids file (.npy, safetensors).
+    `columns` go into Parquet files only. Not yet in the manifest: see `record_export`."""
+    stem = shard_stem(description["what"], index, shards)
+    check_columns(stem, columns, len(ids))
+    extra = columns if fmt == "parquet" else {}
+    return _WRITERS[fmt](Path(folder), stem, ids, np.ascontiguousarray(vectors, dtype=np.float32), description, extra)
+
+
+def record_export(
+    folder: str | Path,
+    description: dict,
+    columns: dict[str, str],
+    shard_rows: int,
+    hashes: dict[str, list[dict[str, str]]],
+) -> list[Path]:
+    """Record written shards in the folder's manifest, one entry per format: `hashes[fmt]` holds each
+    shard's files (main file first) with their sha256, in shard order; `columns` what each extra Parquet
+    column means. Files of an earlier export of the same name in that format that this one does not have
+    go. Returns the main file of each shard of each format."""
+    folder = Path(folder)
+    what = description["what"]
+    manifest = _read_manifest(folder) if (folder / MANIFEST_FILE).exists() else {}
+    written = []
+    for fmt, shards in hashes.items():
+        mains = [next(iter(shard)) for shard in shards]
         manifest[f"{what}.{fmt}"] = {
             **description,
-            **({"columns": {name: meaning for name, (_, meaning) in extra.items()}} if extra else {}),
+            **({"columns": columns} if columns and fmt == "parquet" else {}),
             "format": fmt,
-            "file": shards[0][0].name,
-            "files": [shard[0].name for shard in shards],
+            "file": mains[0],
+            "files": mains,
             "shard_rows": shard_rows,
-            "sha256": {p.name: sha256_file(p) for p in paths},
+            "sha256": {name: digest for shard in shards for name, digest in shard.items()},
         }
-        written += [shard[0] for shard in shards]
+        written += [folder / name for name in mains]
     atomic_write_json(folder / MANIFEST_FILE, manifest)
-    _remove_other_shards(folder, what, formats, {p.name for p in written})
+    _remove_other_shards(folder, what, list(hashes), {p.name for p in written})
     return written
 
 

@@ -172,29 +172,36 @@ class ItemIndex:
 
     def position(self, item_ids: Sequence[str]) -> np.ndarray:
         """Row positions (int64) of `item_ids`; RetrievalError listing any unknown (or removed) id."""
+        return np.array(self._rows(item_ids), dtype=np.int64)
+
+    def _rows(self, item_ids: Sequence[str]) -> list[int]:
+        """`position` as a list: one request's few ids cost less in one than in a numpy array."""
         if isinstance(item_ids, str):
             raise RetrievalError("item_ids must be a sequence of ids, got a single string")
-        positions = [self._positions.get(i, -1) for i in item_ids]  # a list: one request's few ids cost less
-        if -1 in positions:
-            unknown = [i for i, p in zip(item_ids, positions) if p < 0]
+        if len(item_ids) == 1 and (row := self._positions.get(item_ids[0], -1)) >= 0:  # one item's neighbours
+            return [row]
+        rows = [self._positions.get(i, -1) for i in item_ids]
+        if -1 in rows:
+            unknown = [i for i, p in zip(item_ids, rows) if p < 0]
             raise RetrievalError(
                 f"item_ids: {len(unknown)} unknown ids, e.g. {unknown[:_SHOWN]} (not in the index, or removed)"
             )
-        return np.array(positions, dtype=np.int64)
+        return rows
 
     def vectors(self, positions: np.ndarray) -> np.ndarray:
         """The stored vectors (len(positions), d) at `positions`, as float32 (PQ kinds: as decoded)."""
-        return self._stored(np.ascontiguousarray(check_positions(positions, "positions", len(self))))
+        return self._stored(check_positions(positions, "positions", len(self)))
 
-    def _stored(self, positions: np.ndarray) -> np.ndarray:
-        """`vectors` at valid, C-contiguous int64 positions, through FAISS's C entry point (its Python wrapper
+    def _stored(self, positions: np.ndarray | list[int]) -> np.ndarray:
+        """`vectors` at valid positions (int64 numbers), through FAISS's C entry point (its Python wrapper
         reads the dimension through SWIG on every call)."""
         vectors = np.empty((len(positions), self._dim), dtype=np.float32)
         try:
-            if len(positions) == 1:  # one item's neighbours: no key array to pass
+            if len(positions) == 1:  # one item's neighbours: no key array to make
                 self._index.reconstruct_c(int(positions[0]), swig_ptr(vectors))
             else:
-                self._index.reconstruct_batch_c(len(positions), swig_ptr(positions), swig_ptr(vectors))
+                keys = np.ascontiguousarray(positions, dtype=np.int64)
+                self._index.reconstruct_batch_c(len(keys), swig_ptr(keys), swig_ptr(vectors))
             return vectors
         except RuntimeError as e:
             raise RetrievalError(
@@ -254,15 +261,15 @@ class ItemIndex:
 
     def neighbours(self, item_ids: Sequence[str], k: int, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         """`search_checked` from the stored vectors of live items, each item left out of its own results (k
-        checked by the caller); RetrievalError naming unknown or removed ids. Rows found by `position` need
+        checked by the caller); RetrievalError naming unknown or removed ids. Rows found by `_rows` need
         no check, so one item with every row eligible costs a vector read and one FAISS call."""
-        rows = self.position(item_ids)
+        rows = self._rows(item_ids)
         vectors = self._stored(rows)
         if len(rows) == 1 and allowed is None and self._live is None:
-            found, _ = self._one_pass(vectors, k, {int(rows[0])})
+            found, _ = self._one_pass(vectors, k, set(rows))
             if found is not None:
                 return found
-        return self.search_checked(vectors, k, rows[:, None], allowed)
+        return self.search_checked(vectors, k, np.array(rows, dtype=np.int64)[:, None], allowed)
 
     def _one_pass(
         self, queries: np.ndarray, k: int, banned: set[int]

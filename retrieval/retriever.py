@@ -305,7 +305,9 @@ class Retriever(DescribedUsers, UserRanking, ContentSearch):
     ) -> list[Recommendations]:
         """The items nearest to query vectors (m, dim) made elsewhere (L2-normalised, the index's metric)."""
         vectors = self._check_query("vectors", vectors, k, filter)
-        return self.items.search(vectors, k, None, filter, "vector")
+        found = self.items.search(vectors, k, None, filter, "vector")
+        arguments.check_found(vectors, found[0].scores, "vectors")  # a lone vector's values, read from its scores
+        return found
 
     def add_items(self, items: pl.DataFrame, image_root: str | Path | None = None) -> list[str]:
         """Embed new items from their content and add them to the index without rebuilding it.

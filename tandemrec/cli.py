@@ -111,7 +111,7 @@ def _index(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from tandemrec.jobs import export_run
+    from tandemrec.export_job import export_run
 
     for path in export_run(args.run_dir, _names(args.what), _names(args.formats), progress=True, shard_rows=args.shard_rows):
         print(path)

@@ -3,7 +3,9 @@
 `torchrun --nproc_per_node=N -m tandemrec.cli index RUN` starts N copies of the job. They embed the
 catalogue and the users together, each every N-th batch (towers/inference.embed, shared), and gather the
 vectors; then process 0 alone writes what the job writes (index, exports, metrics), so the files are
-the ones a single process writes. Launched alone, a job makes no group and is that process 0.
+the ones a single process writes. An export in shards deals the users' shards out instead, each process
+embedding and writing its own (tandemrec/export_job.py). Launched alone, a job makes no group and is that
+process 0.
 """
 from __future__ import annotations
 

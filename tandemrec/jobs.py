@@ -1,4 +1,4 @@
-"""The jobs behind the CLI verbs: train a run, export and index it, evaluate it.
+"""The jobs behind the CLI verbs: train a run, index it, evaluate it (export: tandemrec/export_job.py).
 
 Each job reads and writes one run folder, opened once as a `tandemrec.run.Run` (its paths:
 `tandemrec.io.run_folder.RunFolder`), so the verbs can run one after another or alone on an existing run.
@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +19,6 @@ from tandemrec.data.behaviour_pairs import BehaviourSplit, behaviour_events, beh
 from tandemrec.data.content import ItemContent
 from tandemrec.data.dataset import Dataset
 from tandemrec.data.errors import DataError
-from tandemrec.data.features import EventLog
 from tandemrec.data.given_split import read_given
 from tandemrec.data.readers import READERS, read
 from tandemrec.data.prepared import PreparedData
@@ -29,24 +27,22 @@ from tandemrec.data.synthetic import SyntheticShopConfig, make_synthetic_shop
 from tandemrec.data.validate import validate
 from tandemrec.data.vocabularies import Vocabularies
 from tandemrec.io.run_folder import RunFolder
-from tandemrec.retrieval.behaviour_eval import evaluate_behaviour, top_k_mean, top_k_propensity
+from tandemrec.retrieval.behaviour_eval import evaluate_behaviour
 from tandemrec.run import Run, item_content
-from tandemrec.run_embeddings import RunEmbeddings, embed_items, embed_run
+from tandemrec.run_embeddings import embed_items, embed_run
 from tandemrec.job_group import is_writer, job_group
 from tandemrec.errors import ArgumentError, MissingFileError
 from tandemrec.plots import grouped_bars
 from tandemrec.retrieval.baseline_split import split_baselines
-from tandemrec.retrieval.outcome_ranker import OutcomeRanker
 from tandemrec.retrieval.cold_start import cold_rows
-from tandemrec.retrieval.embeddings import check_formats, export_embeddings
+from tandemrec.retrieval.embeddings import export_embeddings
 from tandemrec.retrieval.evaluate import evaluate
 from tandemrec.retrieval.config import IndexConfig
 from tandemrec.retrieval.index import ItemIndex
 from tandemrec.retrieval.index_build import build_tuned_index
-from tandemrec.retrieval.profiles import Segments, has_segments
 from tandemrec.retrieval.retriever import Retriever
 from tandemrec.run_lock import writes_run
-from tandemrec.towers.behaviour_head import BehaviourHead, has_head
+from tandemrec.towers.behaviour_head import BehaviourHead
 from tandemrec.towers.outcome_model import OUTCOME_MODEL
 from tandemrec.towers.config import Cardinalities
 from tandemrec.towers.inference import embed
@@ -62,7 +58,6 @@ from tandemrec.training.frozen_features import cache_frozen_backbones
 from tandemrec.training.trainer import Trainer, TrainResult
 
 log = logging.getLogger(__name__)
-EXPORTS = ("items", "users")
 
 
 def load_dataset(config: DataConfig, run: RunFolder) -> Dataset:
@@ -180,39 +175,6 @@ def _check_resumable(config: RunConfig, run: RunFolder) -> None:
     if latest is None:
         raise CheckpointError(f"cannot resume: no complete checkpoint in '{run.checkpoints}'")
     checkpoints.check(latest)
-
-
-@writes_run
-def export_run(
-    run_dir: str | Path,
-    what: Sequence[str] = EXPORTS,
-    formats: Sequence[str] = ("parquet",),
-    batch_size: int = 256,
-    progress: bool = False,
-    shard_rows: int = 0,
-) -> list[Path]:
-    """Write RUN/embeddings/<what>.<format> (items and/or users) with their manifest entries, in shards of
-    at most `shard_rows` rows when not 0 (retrieval/embeddings.py); `progress` shows the embedding's bars.
-    Under torchrun the processes embed together and process 0 writes (the
-    others return no paths): tandemrec/job_group.py."""
-    unknown = sorted(set(what) - set(EXPORTS))
-    if unknown or not what:
-        raise ArgumentError(f"what must name some of {list(EXPORTS)}, got {list(what)}")
-    check_formats(formats, shard_rows)
-    run = Run(run_dir)
-    with job_group():
-        vectors = embed_run(run, batch_size, progress, shared=True)
-    if not is_writer():
-        return []
-    tables = {"items": (vectors.item_ids, vectors.items), "users": (vectors.user_ids, vectors.users)}
-    columns = {"items": {}, "users": user_columns(run, vectors) if "users" in what else {}}
-    return [
-        path
-        for name in what
-        for path in export_embeddings(
-            run.folder.embeddings, name, *tables[name], vectors.model_hash, tuple(formats), columns[name], shard_rows
-        )
-    ]
 
 
 @writes_run
@@ -360,30 +322,3 @@ def fit_run_behaviour(run: Run, behaviour: BehaviourConfig, content: ItemContent
     else:
         log.info("behaviour: no index yet, so no outcome model: run `tandemrec index RUN`, then `tandemrec behaviour RUN`")
     return head
-
-
-def user_columns(run: Run, vectors: RunEmbeddings, k: int = 10) -> dict[str, tuple[np.ndarray, str]]:
-    """Optional columns of the user export: `segment` when the run has profiles, and `p_<output>` per
-    output of the behaviour head when it has one (the mean probability over the user's top-k items), the
-    outcome model's for the output it predicts when the run has one."""
-    columns: dict[str, tuple[np.ndarray, str]] = {}
-    if has_segments(run.folder.profiles):
-        segments = Segments.load(run.folder.profiles, vectors.model_hash)
-        meaning = "nearest segment centroid (RUN/profiles/segments.parquet)"
-        columns["segment"] = (segments.assign(vectors.users), meaning)
-    if has_head(run.folder.behaviour):
-        head = BehaviourHead.from_pretrained(run.folder.behaviour, vectors.model_hash)
-        vocabs, dataset = run.vocabs, run.dataset
-        events = EventLog.from_frame(dataset.interactions, vocabs.users, vocabs.items)
-        seen = [np.unique(items) - 1 for items in events.items_before(np.arange(1, len(vectors.user_ids) + 1), None)]
-        p = top_k_propensity(head, vectors.users, vectors.items, vectors.item_ids, seen, k)
-        for j, name in enumerate(head.outputs):
-            meaning = f"mean probability of '{name}' over the user's top-{k} items (seen excluded)"
-            columns[f"p_{name}"] = (p[:, j], meaning)
-        ranker = OutcomeRanker.load(run.folder.behaviour, vectors.model_hash, dataset, vocabs)
-        if ranker is not None:  # the chosen, calibrated outcome model replaces the head for its output
-            p = top_k_mean(lambda users, u, rows: ranker.probabilities(users + 1, u, rows, vectors.items)[0][:, None],
-                           vectors.users, vectors.items, vectors.item_ids, seen, k)
-            columns[f"p_{ranker.outcome}"] = (p[:, 0], f"mean P({ranker.outcome}) of the outcome model "
-                                              f"(RUN/behaviour/outcome_model.json) over the user's top-{k} items")
-    return columns

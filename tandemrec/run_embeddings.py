@@ -39,11 +39,18 @@ def embed_run(run: Run, batch_size: int = 256, progress: bool = False, shared: b
     model, data = run.model, run.data
     content = writer_first(lambda: run.content, shared)  # may fill the run's content cache
     items = embed_items(model, content, batch_size, progress, shared)
-    users = np.arange(1, len(data.vocabs.users))
-    batches = data.features.batches(users, None, batch_size)
-    shown = progress and is_writer()
-    user_vectors = embed(model.user_tower, batches, CPU, shown, len(users), "users", shared=shared).numpy()
-    return RunEmbeddings(data.vocabs.items.ids[1:], items, data.vocabs.users.ids[1:], user_vectors, run.model_hash)
+    users = embed_users(run, range(len(data.vocabs.users) - 1), batch_size, progress and is_writer(), shared)
+    return RunEmbeddings(data.vocabs.items.ids[1:], items, data.vocabs.users.ids[1:], users, run.model_hash)
+
+
+def embed_users(
+    run: Run, rows: range, batch_size: int = 256, progress: bool = False, shared: bool = False
+) -> np.ndarray:
+    """The user tower's vectors of the users at `rows` of `RunEmbeddings.user_ids` (vocabulary rows + 1),
+    each from all their events; `progress` shows a bar. `shared`: as in `embed_items`."""
+    users = np.arange(rows.start + 1, rows.stop + 1)
+    batches = run.data.features.batches(users, None, batch_size)
+    return embed(run.model.user_tower, batches, CPU, progress, len(users), "users", shared=shared).numpy()
 
 
 def embed_items(

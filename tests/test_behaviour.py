@@ -22,7 +22,8 @@ from tandemrec.data.errors import DataError
 from tandemrec.data.prepared import prepare
 from tandemrec.data.split import SplitConfig
 from tandemrec.data.vocabularies import Vocabularies
-from tandemrec.jobs import behaviour_pairs, export_run
+from tandemrec.export_job import export_run
+from tandemrec.jobs import behaviour_pairs
 from tandemrec.retrieval.behaviour_eval import evaluate_behaviour
 from tandemrec.retrieval.embeddings import read_embeddings
 from tandemrec.retrieval.errors import RetrievalError

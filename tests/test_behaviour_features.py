@@ -17,7 +17,8 @@ from tandemrec.data.behaviour_features import (
     outcome_history, pair_features, tower_features,
 )
 from tandemrec.data.encoded import PART
-from tandemrec.jobs import export_run, train_behaviour
+from tandemrec.export_job import export_run
+from tandemrec.jobs import train_behaviour
 from tandemrec.retrieval import outcome_ranker
 from tandemrec.retrieval.embeddings import read_embeddings
 from tandemrec.retrieval.calibration import expected_calibration_error, reliability

@@ -13,7 +13,7 @@ from tandemrec.cli import main
 from tandemrec.config import read_run_config
 from tandemrec.data.dataset import Dataset
 from tandemrec.data.prepared import prepare
-from tandemrec.jobs import export_run
+from tandemrec.export_job import export_run
 from tandemrec.retrieval.embeddings import FORMATS, export_embeddings, read_embeddings
 from tandemrec.retrieval.errors import RetrievalError
 from tandemrec.retrieval.retriever import Retriever

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tandemrec.retrieval.embeddings import read_embeddings
+from tandemrec.retrieval.embeddings import FORMATS, read_embeddings
 from tandemrec.retrieval.index import ItemIndex
 
 pytestmark = [pytest.mark.slow, pytest.mark.distributed]  # torchrun subprocesses
@@ -61,3 +61,42 @@ def test_two_processes_write_the_files_and_metrics_of_one(trained_run: Path, tmp
     assert json.loads((one / "metrics.json").read_text()) == json.loads((two / "metrics.json").read_text())
     # Process 0 alone prints: one "indexed ..." line and one metrics table, as on one process.
     assert printed[2].count("indexed ") == 1 and printed[2].count("recall@10") == printed[1].count("recall@10") > 0
+
+
+def test_an_export_in_shards_deals_the_users_out_and_writes_the_files_of_one_process(
+    trained_run: Path, tmp_path: Path
+) -> None:
+    """With --shard-rows, each process embeds and writes only its own users' shards (none holds every
+    user's vector), and the files and manifest are a single process's."""
+    runs, logged = {}, {}
+    for n in (1, 2):
+        runs[n] = tmp_path / f"run{n}"
+        shutil.copytree(trained_run, runs[n])
+        shutil.rmtree(runs[n] / "embeddings", ignore_errors=True)
+        command = [
+            sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}", "-m",
+            "tandemrec.cli", "export", str(runs[n]), "--format", ",".join(FORMATS), "--shard-rows", "64",
+        ]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=600, env=ENV)
+        assert done.returncode == 0, f"export on {n}: exit {done.returncode}:\n{done.stderr[-3000:]}"
+        logged[n] = done.stderr
+    # 300 users in shards of 64: five, dealt 0, 2, 4 to process 0 and 1, 3 to process 1.
+    assert "process 0 of 2 embeds and writes shards [0, 2, 4] of 5 (172 of 300 rows)" in logged[2]
+    assert "process 1 of 2 embeds and writes shards [1, 3] of 5 (128 of 300 rows)" in logged[2]
+    one, two = runs[1] / "embeddings", runs[2] / "embeddings"
+    names = sorted(p.name for p in one.iterdir())
+    assert names == sorted(p.name for p in two.iterdir())
+    assert "users-00004-of-00005.parquet" in names and "users-00004-of-00005.ids.json" in names
+    for name in names:
+        if not name.endswith((".safetensors", "manifest.json")):  # those two hold the export's time
+            assert (one / name).read_bytes() == (two / name).read_bytes(), name
+    manifests = [_without_times(json.loads((folder / "manifest.json").read_text())) for folder in (one, two)]
+    for manifest in manifests:  # a safetensors file's checksum covers its time too
+        for entry in manifest.values():
+            entry["sha256"] = {k: v for k, v in entry["sha256"].items() if not k.endswith(".safetensors")}
+    assert manifests[0] == manifests[1]
+    for fmt in FORMATS:
+        for what in ("items", "users"):
+            ids, vectors, _ = read_embeddings(one, what, fmt)  # checksums and counts against the manifest
+            ids2, vectors2, _ = read_embeddings(two, what, fmt)
+            assert ids == ids2 and np.array_equal(vectors, vectors2)

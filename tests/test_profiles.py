@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 
 from tandemrec.cli import main
-from tandemrec.jobs import export_run
+from tandemrec.export_job import export_run
 from tandemrec.profile_job import profile_run
 from tandemrec.retrieval.errors import RetrievalError
 from tandemrec.retrieval.profiles import adjusted_rand_index, category_lift, cluster_users

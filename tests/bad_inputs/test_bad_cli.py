@@ -176,11 +176,11 @@ def test_a_bug_keeps_its_traceback(monkeypatch, tmp_path):
 
 
 def test_ctrl_c_is_a_quiet_exit_130(monkeypatch, tmp_path, capsys):
-    import tandemrec.jobs
+    import tandemrec.export_job
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(tandemrec.jobs, "export_run", interrupted)
+    monkeypatch.setattr(tandemrec.export_job, "export_run", interrupted)
     assert main(["export", str(tmp_path)]) == 130
     assert capsys.readouterr().err.strip() == "tandemrec export: interrupted"
