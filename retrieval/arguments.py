@@ -158,11 +158,15 @@ def matrix(value: object, name: str, dim: int | None) -> np.ndarray:
 
 
 def query_vectors(value: object, name: str, dim: int) -> np.ndarray:
-    """`matrix` for a search's query vectors, but one row as FAISS takes it (float32, C-contiguous, the
-    index's dim) passes without a look at its values: `check_found` reads their finiteness from the search's
-    results at no cost, where checking them first costs a one-query search 2%. The caller must call it."""
-    if type(value) is np.ndarray and value.dtype is _FLOAT32 and value.shape == (1, dim) and value.flags.c_contiguous:
-        return value
+    """`matrix` for a search's query vectors, but one float row of the index's dim passes without a look at
+    its values (as float32, C-contiguous: as it is when FAISS takes it so, else converted): `check_found`
+    reads their finiteness from the search's results at no cost, where checking them first costs a
+    one-query search 2%. The caller must call it."""
+    if type(value) is np.ndarray and value.shape == (1, dim):
+        if value.dtype is _FLOAT32 and value.flags.c_contiguous:
+            return value
+        if value.dtype.kind == "f":
+            return np.ascontiguousarray(value, dtype=np.float32)
     return matrix(value, name, dim)
 
 

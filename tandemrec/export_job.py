@@ -139,7 +139,8 @@ class UserColumns:
             self._events = EventLog.from_frame(dataset.interactions, vocabs.users, vocabs.items)
             self._ranker = OutcomeRanker.load(folder.behaviour, model_hash, dataset, vocabs)
             for name in self._head.outputs:
-                self.meanings[f"p_{name}"] = f"mean probability of '{name}' over the user's top-{k} items (seen excluded)"
+                meaning = f"mean probability of '{name}' over the user's top-{k} items (seen excluded)"
+                self.meanings[f"p_{name}"] = meaning
         if self._ranker is not None:  # the chosen, calibrated outcome model replaces the head for its output
             self.meanings[f"p_{self._ranker.outcome}"] = (
                 f"mean P({self._ranker.outcome}) of the outcome model (RUN/behaviour/outcome_model.json) over the "

@@ -183,8 +183,11 @@ def test_search_vectors_refuses_a_lone_non_finite_query_read_from_its_scores(dat
         query = queries[:1].copy()
         query[0, 3] = bad
         for item_filter in (None, half):
-            with pytest.raises(RetrievalError, match="^vectors holds NaN or infinite values$"):
-                retriever.search_vectors(query, K, item_filter)
+            for given in (query, query.astype(np.float64), np.repeat(query, 2, axis=1)[:, ::2]):  # strided too
+                with pytest.raises(RetrievalError, match="^vectors holds NaN or infinite values$"):
+                    retriever.search_vectors(given, K, item_filter)
+    converted = retriever.search_vectors(queries[:1].astype(np.float64), K)[0]
+    assert converted.ids == retriever.search_vectors(queries[:1], K)[0].ids
 
 
 @pytest.fixture(scope="module")
