@@ -170,7 +170,7 @@ def test_a_one_row_query_is_checked_for_finite_values(data):
 
 @pytest.mark.parametrize("factory", list(FACTORIES))
 def test_search_vectors_refuses_a_lone_non_finite_query_read_from_its_scores(data, factory):
-    """A lone float32 query skips the value check before its search (`arguments.query_vectors`): NaN or
+    """A lone float query skips the value check before its search (`arguments.query_vectors`): NaN or
     infinity anywhere in it is still refused, on every index kind, with or without a filter, and a finite
     query whose inner products overflow is still answered."""
     vectors, queries = data
