@@ -234,9 +234,10 @@ def paired_us(baseline: Callable[[int], object], call: Callable[[int], object], 
 
 
 def checked_search_floor(index: ItemIndex, lock: ReadWriteLock) -> Callable[[np.ndarray], list[Recommendations]]:
-    """The least that any checked, thread-safe one-query search does: check the query (its values from its scores, as `search_vectors` does) and k, take the read
-    lock, call FAISS's C search (on the index's own search parameters, as `raw_search` sets them), map rows
-    to ids and make the result. Its ratio to raw FAISS is the floor of `search_vectors`' ratio in Python."""
+    """The least that any checked, thread-safe one-query search does: check the query (its values from its
+    scores, as `search_vectors` does) and k, take the read lock, call FAISS's C search (on the index's own
+    search parameters, as `raw_search` sets them), map rows to ids and make the result. Its ratio to raw
+    FAISS is the floor of `search_vectors`' ratio in Python."""
     faiss_index, ids, dim, live = index.faiss_index, index.ids_at, index.dim, index.live_count
 
     def search(query: np.ndarray) -> list[Recommendations]:

@@ -69,7 +69,7 @@ def export_embeddings(
     check_columns(what, columns, len(ids))
     description = export_description(what, len(ids), vectors.shape[1], is_normalized(vectors), model_hash)
     cuts = shard_bounds(len(ids), shard_rows)
-    shards = {
+    hashes = {
         fmt: [
             write_shard(
                 folder, fmt, i, len(cuts), ids[start:stop], vectors[start:stop], description,
@@ -80,7 +80,6 @@ def export_embeddings(
         for fmt in formats
     }
     meanings = {name: meaning for name, (_, meaning) in columns.items()}
-    hashes = {fmt: [{p.name: sha256_file(p) for p in shard} for shard in written] for fmt, written in shards.items()}
     return record_export(folder, description, meanings, shard_rows, hashes)
 
 
@@ -124,14 +123,16 @@ def write_shard(
     vectors: np.ndarray,
     description: dict,
     columns: dict[str, tuple[np.ndarray, str]],
-) -> list[Path]:
+) -> dict[str, str]:
     """Shard `index` of `shards` of the export `description` names, in format `fmt` (the one file when
-    `shards` is 1), written atomically: its main file first, then its ids file (.npy, safetensors).
-    `columns` go into Parquet files only. Not yet in the manifest: see `record_export`."""
+    `shards` is 1), written atomically: its main file, then its ids file (.npy, safetensors). `columns` go
+    into Parquet files only. Returns each file's name and sha256, main file first: what `record_export`
+    puts in the manifest."""
     stem = shard_stem(description["what"], index, shards)
     check_columns(stem, columns, len(ids))
     extra = columns if fmt == "parquet" else {}
-    return _WRITERS[fmt](Path(folder), stem, ids, np.ascontiguousarray(vectors, dtype=np.float32), description, extra)
+    paths = _WRITERS[fmt](Path(folder), stem, ids, np.ascontiguousarray(vectors, dtype=np.float32), description, extra)
+    return {p.name: sha256_file(p) for p in paths}
 
 
 def record_export(

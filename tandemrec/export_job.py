@@ -18,7 +18,6 @@ import torch.distributed as dist
 
 from tandemrec.data.features import EventLog
 from tandemrec.errors import ArgumentError
-from tandemrec.io.atomic import sha256_file
 from tandemrec.job_group import is_writer, job_group, writer_first
 from tandemrec.retrieval.behaviour_eval import top_k_mean, top_k_propensity
 from tandemrec.retrieval.embeddings import (
@@ -108,8 +107,8 @@ def _dealt_export(
     for i, vectors in mine.items():
         extra = columns(cuts[i][0], vectors)
         for fmt in formats:
-            paths = write_shard(folder, fmt, i, len(cuts), user_ids[slice(*cuts[i])], vectors, description, extra)
-            hashes[fmt, i] = {p.name: sha256_file(p) for p in paths}
+            ids = user_ids[slice(*cuts[i])]
+            hashes[fmt, i] = write_shard(folder, fmt, i, len(cuts), ids, vectors, description, extra)
     every: list = [None] * world
     dist.all_gather_object(every, hashes)
     if rank != 0:
