@@ -40,13 +40,14 @@ def grouped_bars(
     """
     x = np.arange(len(groups))
     width = 0.8 / max(1, len(series))
-    fig, ax = _pyplot().subplots(figsize=(max(6, len(groups) * 0.8), 4))
+    # The legend sits right of the axes, where it hides no bar.
+    fig, ax = _pyplot().subplots(figsize=(max(6, len(groups) * 0.8) + 1.5, 4))
     for i, (label, values) in enumerate(series.items()):
         yerr = errors[label] if errors is not None else None
         ax.bar(x + (i - (len(series) - 1) / 2) * width, values, width=width, label=label, yerr=yerr, capsize=3)
     ax.set_xticks(x, groups, rotation=45, ha="right")
-    ax.set_title(title)
-    ax.legend(fontsize=8)
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5))
     _save(fig, path)
 
 

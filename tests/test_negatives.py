@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from conftest import tiny_config
-from tandemrec.training.negatives import HardNegativeMiner, mixed_log_q, mixed_negatives
+from tandemrec.training.negatives import HardNegativeMiner, candidate_log_q, mixed_negatives
 
 
 def test_mixed_negatives_are_distinct_items_of_the_pool() -> None:
@@ -18,14 +18,16 @@ def test_mixed_negatives_are_distinct_items_of_the_pool() -> None:
     assert len(mixed_negatives(pool, 0, np.random.default_rng(0))) == 0
 
 
-def test_mixed_log_q_is_the_mixture_of_batch_and_uniform_sampling() -> None:
-    frequencies = np.array([0.0, 6.0, 3.0, 1.0])  # index 0 is the unknown item
-    pool = np.array([1, 2, 3])
-    log_q = mixed_log_q(frequencies, pool, batch_size=10, count=5)
-    # q(i) = (10 * f_i / 10 + 5 * 1/3) / 15
-    expected = [(10 * f / 10 + 5 / 3) / 15 for f in (6.0, 3.0, 1.0)]
-    assert np.exp(log_q[1:]) == pytest.approx(expected)
-    assert np.exp(log_q[1:]).sum() == pytest.approx(1.0)
+def test_candidate_log_q_is_the_mixture_of_batch_and_uniform_sampling() -> None:
+    frequencies = np.array([0, 5, 2, 0])  # index 0 is the unknown item; item 3 has no training event
+    pool = np.array([1, 2])
+    log_q = candidate_log_q(frequencies, pool, batch_size=10, count=5)
+    # Each item counted once more: f + 1 = 1, 6, 3, 1 of 11; q(i) = (10 * (f_i + 1) / 11 + 5 * [i in pool] / 2) / 15
+    expected = [(10 * f / 11 + 5 * uniform) / 15 for f, uniform in ((1, 0), (6, 0.5), (3, 0.5), (1, 0))]
+    assert np.exp(log_q) == pytest.approx(expected)
+    assert np.exp(log_q).sum() == pytest.approx(1.0)
+    in_batch = candidate_log_q(frequencies, pool, batch_size=10, count=0)
+    assert np.exp(in_batch) == pytest.approx([1 / 11, 6 / 11, 3 / 11, 1 / 11])
 
 
 def test_hard_negatives_are_top_scored_unseen_items_and_never_the_positive() -> None:
@@ -64,6 +66,7 @@ def test_training_with_mixed_and_hard_negatives_learns_and_resumes_exactly(tmp_p
     [
         ("train.mixed_negatives=-1", "'train.mixed_negatives' must be an integer >= 0"),
         ("train.batch_size=0", "'train.batch_size' must be an integer >= 1"),
+        ("train.logq_weight=0", "'train.logq_weight' must be a number > 0"),
         ('train.lr_schedule="linear"', "'train.lr_schedule' must be one of"),
     ],
 )

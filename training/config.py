@@ -38,6 +38,9 @@ class TrainConfig:
     embedding_optimizer: str = setting("rowwise_adagrad", one_of=EMBEDDING_OPTIMIZERS)
     weight_decay: float = setting(0.01, ge=0)
     logq: bool = True
+    # logQ subtracts this times log(sampling probability). 1 removes just what in-batch sampling does to
+    # popular items; above 1 the learned scores also keep (weight - 1) x log q: a popularity prior.
+    logq_weight: float = setting(1.0, gt=0)
     # Extra uniformly drawn catalogue items per step (mixed negative sampling).
     mixed_negatives: int = setting(0, ge=0)
     # Extra hard negatives per step and process, mined from the model's own index.

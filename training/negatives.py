@@ -25,9 +25,11 @@ def mixed_negatives(pool: np.ndarray, count: int, rng: np.random.Generator) -> n
     return rng.choice(pool, size=min(count, len(pool)), replace=False).astype(np.int64)
 
 
-def mixed_log_q(frequencies: np.ndarray, pool: np.ndarray, batch_size: int, count: int) -> np.ndarray:
+def candidate_log_q(frequencies: np.ndarray, pool: np.ndarray, batch_size: int, count: int) -> np.ndarray:
     """log q(i) of every item index when a step's candidates are `batch_size` in-batch items (drawn by
-    training frequency) plus `count` uniform draws from `pool`: the mixture of the two samplers."""
+    training frequency, each item counted once more so that none has q = 0) plus `count` uniform draws from
+    `pool`: the mixture of the two samplers (the in-batch one alone when `count` is 0)."""
+    frequencies = np.asarray(frequencies, dtype=np.float64) + 1.0
     unigram = frequencies / frequencies.sum()
     uniform = np.zeros_like(unigram)
     uniform[pool] = 1.0 / max(len(pool), 1)

@@ -33,7 +33,7 @@ from tandemrec.training.frozen_features import cache_frozen_backbones
 from tandemrec.training.global_batch import gather_with_grad, rank_slice, total
 from tandemrec.training.loss import InBatchSoftmax, domain_weights
 from tandemrec.training.new_items import NewItemPlacement, fit_new_item_placement
-from tandemrec.training.negatives import HardNegativeMiner, mixed_log_q, mixed_negatives
+from tandemrec.training.negatives import HardNegativeMiner, candidate_log_q, mixed_negatives
 from tandemrec.training.validation import user_recall_at_k
 
 log = logging.getLogger(__name__)
@@ -101,7 +101,10 @@ class Trainer:
         self.train, self.source, self.target = self._examples()
         # Mixed negatives are drawn from the items that have training events (cold items stay unseen).
         self.mixed_pool = np.flatnonzero(data.item_frequencies() > 0)
-        self.log_q = self._log_q() if config.logq else None
+        self.log_q = None
+        if config.logq:
+            log_q = candidate_log_q(data.item_frequencies(), self.mixed_pool, config.batch_size, config.mixed_negatives)
+            self.log_q = torch.from_numpy(config.logq_weight * log_q).float()
         self.miner = HardNegativeMiner(len(data.vocabs.users), config.hard_negative_depth) if config.hard_negatives else None
 
     def fit(self) -> TrainResult:
@@ -314,15 +317,6 @@ class Trainer:
     def _extra_state(self) -> dict[str, torch.Tensor]:
         """Training state outside the model and optimizers, checkpointed with them (loaded in place)."""
         return {} if self.miner is None else {"hard_negatives": torch.from_numpy(self.miner.lists)}
-
-    def _log_q(self) -> torch.Tensor:
-        """log of each item's chance to be a candidate: its training frequency, mixed with the uniform
-        draws when mixed negatives are on."""
-        freq = self.data.item_frequencies() + 1.0
-        cfg = self.config
-        if cfg.mixed_negatives:
-            return torch.from_numpy(mixed_log_q(freq, self.mixed_pool, cfg.batch_size, cfg.mixed_negatives)).float()
-        return torch.from_numpy(np.log(freq / freq.sum())).float()
 
     def _mine(self, device: torch.device, items: torch.Tensor | None = None) -> None:
         """Re-mine every training user's hard negatives with the current towers, each user seen as at their
