@@ -7,7 +7,8 @@ one epoch of the demo's shop and model, with the user-id table sized to `--rows`
 of the job (`getrusage(RUSAGE_CHILDREN)` of a fresh launcher per configuration, which also counts the
 launcher, far smaller). Rows past the shop's users are never trained, so they must keep their seeded
 first values: the benchmark compares the last rows of the two saved models (read as slices, not whole),
-which checks that 1 and 2 processes drew the same initial table.
+which checks that 1 and 2 processes drew the same initial table. Then `tandemrec export` of the
+2-process run, alone (whole model) and on 2 and 1 processes under torchrun (tables sharded).
 
     .venv/bin/python benchmarks/sharding_memory.py                       # ~10 min on 2 cores, ~11 GB disk
     .venv/bin/python benchmarks/sharding_memory.py --rows 2000000 --cap 0.4GiB --out /tmp/m.md
@@ -47,11 +48,13 @@ def settings(rows: int) -> list[str]:
     ]
 
 
-def launch(processes: int, run: Path, overrides: list[str]) -> dict:
-    """Run one configuration in a fresh launcher that reports its children's peak RSS."""
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
-    command += ["-m", "tandemrec.cli", "train", "demo", "--run-dir", str(run)]
-    command += [arg for s in overrides for arg in ("--set", s)]
+def launch(processes: int, job: list[str]) -> dict:
+    """Run `tandemrec JOB...` under torchrun on `processes` processes (0: alone, without torchrun) in a
+    fresh launcher that reports its children's peak RSS."""
+    command = [sys.executable]
+    if processes:
+        command += ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
+    command += ["-m", "tandemrec.cli", *job]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     wrapper = [sys.executable, __file__, "--measure", json.dumps(command)]
     done = subprocess.run(wrapper, capture_output=True, text=True, env=env, cwd=ROOT)
@@ -87,7 +90,7 @@ def main() -> None:
         return
     base = settings(args.rows)
     capped = base + [f"train.max_memory_per_process={args.cap}"]
-    results, tails = {}, {}
+    results, exports, tails = {}, {}, {}
     with tempfile.TemporaryDirectory() as tmp:
         for name, processes, overrides in (
             ("1 process", 1, base),
@@ -95,16 +98,38 @@ def main() -> None:
             (f"1 process, cap {args.cap}", 1, capped),
         ):
             run = Path(tmp) / str(len(results))
-            results[name] = launch(processes, run, overrides)
+            results[name] = launch(processes, ["train", "demo", "--run-dir", str(run), *sets(overrides)])
             print(name, json.dumps(results[name]), flush=True)
             if results[name]["rc"] == 0:
                 tails[name] = last_rows(run, args.rows)
+            if processes == 2 and results[name]["rc"] == 0:  # its config holds the cap: exports of this run
+                exports = export_memory(run, args.cap)
             shutil.rmtree(run, ignore_errors=True)  # 10 GB at 20M rows (checkpoint and model): keep the disk free
     same_start = len(tails) == 2 and torch.equal(*tails.values())
-    write(args, results, same_start)
+    write(args, results, exports, same_start)
 
 
-def write(args: argparse.Namespace, results: dict[str, dict], same_start: bool) -> None:
+def sets(overrides: list[str]) -> list[str]:
+    return [arg for s in overrides for arg in ("--set", s)]
+
+
+def export_memory(run: Path, cap: str) -> dict[str, dict]:
+    """`tandemrec export` of the trained run: alone (the whole model loaded, as every process of a job
+    after training loaded it before its tables were sharded), on 2 processes, and on 1 process under
+    torchrun, which must refuse the run's `train.max_memory_per_process` as training does."""
+    job = ["export", str(run), "--what", "items,users", "--format", "npy"]
+    results = {}
+    for name, processes in (
+        ("export alone (whole model)", 0),
+        ("export, 2 processes", 2),
+        (f"export, 1 process under torchrun, cap {cap}", 1),
+    ):
+        results[name] = launch(processes, job)
+        print(name, json.dumps(results[name]), flush=True)
+    return results
+
+
+def write(args: argparse.Namespace, results: dict[str, dict], exports: dict[str, dict], same_start: bool) -> None:
     names = list(results)
     single, sharded, refused = (results[n] for n in names)
     gib = args.rows * 64 * 4 / 2**30
@@ -138,8 +163,40 @@ def write(args: argparse.Namespace, results: dict[str, dict], same_start: bool) 
         f"- The last {UNTRAINED_ROWS} rows of the table (never trained) in the models of 1 and 2 processes: "
         + ("bitwise equal: the seeded rows do not depend on the process count." if same_start else "NOT equal (or not both trained)."),
     ]
+    if exports:
+        lines += export_lines(exports, args.cap)
     atomic_write_text(args.out, "\n".join(lines) + "\n")
     print("\n".join(lines))
+
+
+def export_lines(exports: dict[str, dict], cap: str) -> list[str]:
+    """The export section: the same run (the 2-process one, its config holding the cap) exported alone
+    with the whole model, and under torchrun with the tables sharded."""
+    alone, two, one = exports.values()
+    lines = [
+        "",
+        "## After training: `tandemrec export` of the 2-process run",
+        "",
+        "Alone (no torchrun) the job loads the whole model, as every process of a job after training did "
+        "before their tables were sharded; under torchrun each process reads and holds only its shards "
+        "(`training/sharded_model.py`), planned under the run's own `train.max_memory_per_process`.",
+        "",
+        "| job | exit | seconds | peak RSS per process, GiB | vs alone |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    for name, r in exports.items():
+        lines.append(
+            f"| {name} | {r['rc']} | {r['seconds']:.0f} | {r['peak_bytes'] / 2**30:.2f} | "
+            f"{r['peak_bytes'] / alone['peak_bytes']:.3f}x |"
+        )
+    return lines + [
+        "",
+        f"- 2 processes against the whole model: **{two['peak_bytes'] / alone['peak_bytes']:.3f}x** the peak RSS "
+        "per process.",
+        f"- Under the run's cap ({cap}), 1 process under torchrun is "
+        f"{'refused' if one['rc'] != 0 and one['refusal'] else 'NOT refused'} before any table is allocated "
+        f"(its peak {one['peak_bytes'] / 2**30:.2f} GiB).",
+    ]
 
 
 if __name__ == "__main__":

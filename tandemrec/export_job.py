@@ -1,8 +1,9 @@
 """`tandemrec export`: a trained run's item and user vectors as files for downstream systems, with their
 manifest entries (formats, shards and manifest: retrieval/embeddings.py).
 
-Under torchrun the job's processes share the work (tandemrec/job_group.py). With one file per export they
-embed together and process 0 writes, as one process would. With shards (`shard_rows`), the users' shards
+Under torchrun the job's processes share the work (tandemrec/job_group.py). They load the model with its
+tables sharded over them, as training held it (training/sharded_model.py): no process reads or holds a
+whole table. With one file per export they embed together and process 0 writes, as one process would. With shards (`shard_rows`), the users' shards
 are dealt out instead: process r embeds and writes shards r, r + N, ..., so no process ever holds every
 user's vector (a user table of 100M rows would not fit one), and process 0 records every shard in the
 manifest. The files are the same for any number of processes.
@@ -56,7 +57,7 @@ def export_run(
     if unknown or not what:
         raise ArgumentError(f"what must name some of {list(EXPORTS)}, got {list(what)}")
     check_formats(formats, shard_rows)
-    run = Run(run_dir)
+    run = Run(run_dir, shard_tables=True)
     with job_group():
         if "users" in what and shard_rows and dist.is_initialized() and dist.get_world_size() > 1:
             return _dealt_export(run, what, tuple(formats), batch_size, progress, shard_rows)
@@ -82,8 +83,9 @@ def _dealt_export(
     """The users' shards dealt out to the group's processes (see the module's docstring); the items, which
     every process needs for the users' behaviour columns, embedded together and written by process 0."""
     rank, world, folder = dist.get_rank(), dist.get_world_size(), run.folder.embeddings
+    model = run.model  # collective: all processes load it before process 0 goes on alone
     content = writer_first(lambda: run.content)  # may fill the run's content cache
-    items = embed_items(run.model, content, batch_size, progress, shared=True)
+    items = embed_items(model, content, batch_size, progress, shared=True)
     item_ids, user_ids = run.vocabs.items.ids[1:], run.vocabs.users.ids[1:]
     written = []
     if "items" in what and rank == 0:
@@ -94,7 +96,9 @@ def _dealt_export(
         "users: process %d of %d embeds and writes shards %s of %d (%d of %d rows)",
         rank, world, list(dealt), len(cuts), sum(cuts[i][1] - cuts[i][0] for i in dealt), len(user_ids),
     )
-    mine = {i: embed_users(run, range(*cuts[i]), batch_size, progress and rank == 0) for i in dealt}
+    rows = [np.arange(*cuts[i]) for i in dealt]
+    users = embed_users(run, np.concatenate([np.zeros(0, np.int64), *rows]), batch_size, progress and rank == 0, in_step=True)
+    mine = dict(zip(dealt, np.split(users, np.cumsum([len(r) for r in rows])[:-1])))
     # Every shard's files carry the whole export's description (safetensors metadata), so the processes
     # agree on it before any writes: whether all rows are unit length, and process 0's time.
     normalized: list = [None] * world

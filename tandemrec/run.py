@@ -9,6 +9,8 @@ from __future__ import annotations
 from functools import cached_property
 from pathlib import Path
 
+import torch.distributed as dist
+
 from tandemrec.config import RunConfig, read_run_config
 from tandemrec.data.content import ItemContent
 from tandemrec.data.content_cache import tokenizer_fingerprint
@@ -19,6 +21,7 @@ from tandemrec.io.run_folder import RunFolder
 from tandemrec.towers.serialization import TOKENIZER_DIR, model_hash
 from tandemrec.towers.text_encoder import load_tokenizer, make_tokenize
 from tandemrec.towers.two_tower import TwoTower
+from tandemrec.training.sharded_model import load_sharded
 
 
 class Run:
@@ -26,9 +29,13 @@ class Run:
     (the prepared split: costly), `model`, `tokenizer`, `model_hash`, `content` (the catalogue's tokens
     and pixels for the model: costly). `folder` has the paths."""
 
-    def __init__(self, root: str | Path, config: RunConfig | None = None) -> None:
-        """`config` stands in for RUN/config.json: training's own, before the run has one written."""
+    def __init__(self, root: str | Path, config: RunConfig | None = None, shard_tables: bool = False) -> None:
+        """`config` stands in for RUN/config.json: training's own, before the run has one written.
+        `shard_tables`: a job whose processes (torchrun) only embed with the model loads it with its tables
+        sharded over them (see `model`)."""
         self.folder = RunFolder(Path(root))
+        self._shard_tables = shard_tables
+        self._sharded_by = None  # the wrapper holding a sharded model's shards
         if config is not None:
             self.config = config
 
@@ -59,6 +66,12 @@ class Run:
 
     @cached_property
     def model(self) -> TwoTower:
+        """The saved model. With `shard_tables` inside a process group, its tables are sharded over the group
+        as training shards them, each process reading only its shards (training/sharded_model.py): loading
+        is then collective, and so is every table lookup (towers/inference.py), which ends with the group."""
+        if self._shard_tables and dist.is_initialized():
+            model, self._sharded_by = load_sharded(self.folder.model, self.config.train)
+            return model
         return TwoTower.from_pretrained(self.folder.model)
 
     @cached_property

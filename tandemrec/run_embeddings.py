@@ -14,7 +14,7 @@ import torch
 from tandemrec.data.content import ItemContent
 from tandemrec.job_group import is_writer, writer_first
 from tandemrec.run import Run
-from tandemrec.towers.inference import embed
+from tandemrec.towers.inference import embed, embed_in_step
 from tandemrec.towers.two_tower import TwoTower
 from tandemrec.training.frozen_features import cache_frozen_backbones
 
@@ -39,18 +39,24 @@ def embed_run(run: Run, batch_size: int = 256, progress: bool = False, shared: b
     model, data = run.model, run.data
     content = writer_first(lambda: run.content, shared)  # may fill the run's content cache
     items = embed_items(model, content, batch_size, progress, shared)
-    users = embed_users(run, range(len(data.vocabs.users) - 1), batch_size, progress and is_writer(), shared)
+    users = embed_users(run, np.arange(len(data.vocabs.users) - 1), batch_size, progress and is_writer(), shared)
     return RunEmbeddings(data.vocabs.items.ids[1:], items, data.vocabs.users.ids[1:], users, run.model_hash)
 
 
 def embed_users(
-    run: Run, rows: range, batch_size: int = 256, progress: bool = False, shared: bool = False
+    run: Run, rows: np.ndarray, batch_size: int = 256, progress: bool = False, shared: bool = False, in_step: bool = False
 ) -> np.ndarray:
     """The user tower's vectors of the users at `rows` of `RunEmbeddings.user_ids` (vocabulary rows + 1),
-    each from all their events; `progress` shows a bar. `shared`: as in `embed_items`."""
-    users = np.arange(rows.start + 1, rows.stop + 1)
-    batches = run.data.features.batches(users, None, batch_size)
-    return embed(run.model.user_tower, batches, CPU, progress, len(users), "users", shared=shared).numpy()
+    each from all their events; `progress` shows a bar. `shared`: as in `embed_items`. `in_step`: every
+    process of the group calls this together, each for its own `rows`, over a model with sharded tables
+    (towers/inference.embed_in_step)."""
+    users = np.asarray(rows) + 1
+    features, tower = run.data.features, run.model.user_tower
+    batches = features.batches(users, None, batch_size)
+    if in_step:
+        filler = features.batch(np.ones(1, dtype=np.int64))  # the first user
+        return embed_in_step(tower, batches, filler, CPU, progress, len(users), "users").numpy()
+    return embed(tower, batches, CPU, progress, len(users), "users", shared=shared).numpy()
 
 
 def embed_items(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -100,3 +101,33 @@ def test_an_export_in_shards_deals_the_users_out_and_writes_the_files_of_one_pro
             ids, vectors, _ = read_embeddings(one, what, fmt)  # checksums and counts against the manifest
             ids2, vectors2, _ = read_embeddings(two, what, fmt)
             assert ids == ids2 and np.array_equal(vectors, vectors2)
+
+
+def test_an_export_on_two_processes_with_row_wise_tables_holds_half_of_each_and_writes_the_same_vectors(
+    trained_run: Path, tmp_path: Path
+) -> None:
+    """The processes load the model with its tables sharded as the run's `train.sharding` says (row-wise
+    here): each reads and holds only its rows of the user table, and the vectors are a whole model's."""
+    from tandemrec.run import Run
+    from tandemrec.run_embeddings import embed_run
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    shutil.rmtree(run / "embeddings", ignore_errors=True)
+    config = json.loads((run / "config.json").read_text())
+    config["train"]["sharding"] = "row_wise"
+    (run / "config.json").write_text(json.dumps(config))
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m",
+        "tandemrec.cli", "export", str(run), "--format", "npy", "--shard-rows", "64",
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, env=ENV)
+    assert done.returncode == 0, f"exit {done.returncode}:\n{done.stderr[-3000:]}"
+
+    held = dict(re.findall(r"process (\d) of 2 holds user_id rows (\d+-\d+) of 301", done.stderr))
+    assert sorted(held.items()) == [("0", "0-151"), ("1", "151-301")], done.stderr[-3000:]
+    whole = embed_run(Run(run))
+    ids, vectors, _ = read_embeddings(run / "embeddings", "users", "npy")
+    assert ids == whole.user_ids and np.allclose(vectors, whole.users, atol=1e-6)
+    ids, vectors, _ = read_embeddings(run / "embeddings", "items", "npy")
+    assert ids == whole.item_ids and np.allclose(vectors, whole.items, atol=1e-6)

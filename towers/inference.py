@@ -46,6 +46,35 @@ def embed(
     return _interleave(mine, sizes, world, device)
 
 
+@torch.no_grad()
+def embed_in_step(
+    encode: Callable[[UserBatch | ItemBatch], torch.Tensor],
+    batches: Iterable[UserBatch | ItemBatch],
+    filler: UserBatch | ItemBatch,
+    device: torch.device,
+    progress: bool = False,
+    total: int | None = None,
+    desc: str = "embedding",
+) -> torch.Tensor:
+    """`embed` for the processes of a group whose tables are sharded, each encoding its own `batches`
+    (they may differ in number): a sharded table answers a lookup only with all processes, so they step
+    together, and one whose batches are done encodes `filler` and drops the output until the busiest is
+    done. Collective; each process gets its own batches' vectors, nothing is gathered."""
+    mine, pending = [], iter(batches)
+    with tqdm(total=total, desc=desc, unit="row", disable=not progress) as bar:
+        while True:
+            batch = next(pending, None)
+            busy = torch.tensor([batch is not None], dtype=torch.int32)
+            dist.all_reduce(busy, op=dist.ReduceOp.MAX)
+            if not busy.item():
+                return torch.cat(mine) if mine else torch.zeros(0)
+            if batch is None:
+                encode(filler.to(device))
+                continue
+            mine.append(encode(batch.to(device)).float().cpu())
+            bar.update(len(mine[-1]))
+
+
 def _interleave(mine: list[torch.Tensor], sizes: list[int], world: int, device: torch.device) -> torch.Tensor:
     """Every process's outputs gathered (through `device`, which the group's backend takes) and put back in
     batch order: batch i was encoded by rank i % W."""

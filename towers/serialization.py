@@ -14,12 +14,13 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.distributed._shard.sharded_tensor import ShardedTensor
@@ -101,6 +102,31 @@ def load_weights(module: nn.Module, path: Path, config_path: Path, what: str) ->
         missing, unexpected = module.load_state_dict(weights, strict=False)
     except RuntimeError as err:  # shape mismatches raise even with strict=False
         raise EncoderLoadError(f"{what} weights '{path}' do not match {config_path}: {err}") from err
+    _check_keys(missing, unexpected, path, config_path, what)
+
+
+def load_dense_weights(module: nn.Module, path: Path, config_path: Path, what: str, sharded: Collection[str]) -> None:
+    """`load_weights` for a module whose tables are sharded: every tensor but those of the keys in
+    `sharded` (whose shards were filled from the same file) is read from it and copied in; the sharded
+    ones are never read, so no process reads a whole table. Keys are matched both ways."""
+    state = module.state_dict()
+    try:
+        with safe_open(str(path), "pt") as weights:
+            saved = set(weights.keys())
+            _check_keys(sorted(state.keys() - saved), sorted(saved - state.keys()), path, config_path, what)
+            for key in sorted(state.keys() - set(sharded)):
+                value = weights.get_tensor(key)
+                if value.shape != state[key].shape:
+                    raise EncoderLoadError(
+                        f"{what} weights '{path}' do not match {config_path}: {key} is {list(value.shape)}, "
+                        f"the model's is {list(state[key].shape)}"
+                    )
+                state[key].copy_(value)
+    except (SafetensorError, OSError) as err:
+        raise EncoderLoadError(f"{what} weights '{path}' are unreadable: {err}") from err
+
+
+def _check_keys(missing: list[str], unexpected: list[str], path: Path, config_path: Path, what: str) -> None:
     if missing or unexpected:
         raise EncoderLoadError(
             f"{what} weights '{path}' do not match {config_path}: missing {missing[:5]}, unexpected {unexpected[:5]}"

@@ -25,7 +25,7 @@ from torchrec.distributed.types import ShardedTensor, ShardingPlan, ShardingType
 from torchrec.optim.rowwise_adagrad import RowWiseAdagrad
 
 from tandemrec.errors import ConfigError, TandemrecError
-from tandemrec.training.table_init import TableInit
+from tandemrec.training.table_init import SavedTables, TableInit
 
 # The optimizers TorchRec fuses into the tables' backward on CPU and GPU alike (Adam is GPU-only).
 EMBEDDING_OPTIMIZERS = {"rowwise_adagrad": RowWiseAdagrad, "adagrad": torch.optim.Adagrad, "sgd": torch.optim.SGD}
@@ -144,7 +144,7 @@ def shard(
     sharding: str = "table_wise",
     table_sharding: dict[str, str] | None = None,
     embedding_optimizer: str = "rowwise_adagrad",
-    init: TableInit | None = None,
+    init: TableInit | SavedTables | None = None,
     max_memory: int = 0,
 ) -> tuple[DistributedModelParallel, ShardingPlan]:
     """Fuse the embedding optimizer into the tables' backward, plan the sharding over the real world size and
@@ -154,13 +154,13 @@ def shard(
     kernel: left to itself the planner makes small tables data-parallel with a dense kernel.
 
     Tables built on the meta device are materialised as shards only and filled by `init` (seeded rows, the
-    same for any process count); a plan that does not fit `max_memory` bytes per process (0: the host's
+    same for any process count, or a saved model's rows); a plan that does not fit `max_memory` bytes per process (0: the host's
     share) is refused before any table memory is allocated. Tables built in memory keep their rows.
     """
     chosen = table_shardings(model, sharding, table_sharding or {}, env.device.type)
     if embedding_optimizer not in EMBEDDING_OPTIMIZERS:
         raise ConfigError(f"train.embedding_optimizer must be one of {list(EMBEDDING_OPTIMIZERS)}, got '{embedding_optimizer}'")
-    tables = {k: v.detach() for k, v in model.state_dict().items() if ".embedding_bags." in k}
+    tables = {k: v.detach() for k, v in model.state_dict().items() if is_table(k)}
     constraints = {}
     for module in model.modules():
         if isinstance(module, EmbeddingBagCollection):
@@ -190,6 +190,11 @@ def shard(
     return dmp, plan
 
 
+def is_table(key: str) -> bool:
+    """Whether a model's state key names an embedding table (the sharded part)."""
+    return ".embedding_bags." in key
+
+
 def _collective_plan(planner: EmbeddingShardingPlanner, model: nn.Module, sharders: list) -> ShardingPlan | str:
     """Rank 0's plan, or why it found none, on every rank. TorchRec's `collective_plan` raises the refusal
     on rank 0 alone and leaves the other ranks waiting for a plan forever."""
@@ -206,10 +211,12 @@ def _collective_plan(planner: EmbeddingShardingPlanner, model: nn.Module, sharde
 
 
 @torch.no_grad()
-def _fill_tables(dmp: DistributedModelParallel, tables: dict[str, torch.Tensor], init: TableInit) -> None:
+def _fill_tables(
+    dmp: DistributedModelParallel, tables: dict[str, torch.Tensor], init: TableInit | SavedTables
+) -> None:
     """Put each table's rows into its shards: a table built in memory is copied (on CPU, TorchRec's sharded
     modules start from a fresh random init instead, which would lose the seeded init and any loaded
-    weights); one built on the meta device is drawn by `init`, shard by shard."""
+    weights); one built on the meta device is filled by `init`, shard by shard."""
     state = dmp.state_dict()
     for key, full in tables.items():
         target = state[key]

@@ -5,7 +5,8 @@ only, so no process ever holds a whole table. Their rows are then drawn here, bl
 of `ROW_BLOCK` rows from its own generator seeded by (seed, table, block): a row's values depend on the
 seed and its table alone, never on which process holds it, so 1 and N processes start from the same model.
 The draw is TorchRec's default init, uniform in +-sqrt(1 / rows). Rows carried over from another run
-(`--init-from`) replace the drawn ones.
+(`--init-from`) replace the drawn ones. The jobs after training fill their shards from the saved model
+instead (`SavedTables`), again a block of rows at a time.
 """
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from safetensors import safe_open
+
+from tandemrec.towers.errors import EncoderLoadError
 
 ROW_BLOCK = 4096
 
@@ -39,14 +42,20 @@ class CarriedRows:
             return
         order = mine[np.argsort(self.source_rows[mine], kind="stable")]
         wanted = self.source_rows[order]
-        with safe_open(str(self.source), "pt") as weights:
-            table = weights.get_slice(self.key)
-            for start in range(wanted[0] - wanted[0] % ROW_BLOCK, wanted[-1] + 1, ROW_BLOCK):
-                lo, hi = np.searchsorted(wanted, [start, start + ROW_BLOCK])
-                if lo < hi:
-                    block = table[start : start + ROW_BLOCK]
-                    picked = block[torch.from_numpy(wanted[lo:hi] - start)][:, col_offset : col_offset + out.shape[1]]
-                    out[torch.from_numpy(self.rows[order[lo:hi]] - row_offset)] = picked.to(out)
+        for start in range(wanted[0] - wanted[0] % ROW_BLOCK, wanted[-1] + 1, ROW_BLOCK):
+            lo, hi = np.searchsorted(wanted, [start, start + ROW_BLOCK])
+            if lo < hi:
+                block = read_rows(self.source, self.key, start, start + ROW_BLOCK)
+                picked = block[torch.from_numpy(wanted[lo:hi] - start)][:, col_offset : col_offset + out.shape[1]]
+                out[torch.from_numpy(self.rows[order[lo:hi]] - row_offset)] = picked.to(out)
+
+
+def read_rows(path: Path, key: str, start: int, stop: int, columns: slice = slice(None)) -> torch.Tensor:
+    """Rows `start..stop` (and `columns`) of tensor `key` in a safetensors file, the file mapped for this
+    read only: pages read through a mapping stay in the process's resident memory until it is closed, so a
+    mapping kept open over a shard's blocks would hold the shard twice."""
+    with safe_open(str(path), "pt") as weights:
+        return weights.get_slice(key)[start:stop, columns]
 
 
 @dataclass
@@ -71,3 +80,25 @@ class TableInit:
             out[lo - row_offset : hi - row_offset] = drawn[lo - start : hi - start, col_offset : col_offset + width]
         if key in self.carried:
             self.carried[key].copy_into(out, row_offset, col_offset)
+
+
+@dataclass(frozen=True)
+class SavedTables:
+    """How the jobs after training fill a table's shard: its rows and columns read from the saved model's
+    safetensors file `path`, `ROW_BLOCK` rows at a time, so that no process ever reads a whole table."""
+
+    path: Path
+
+    @torch.no_grad()
+    def fill(self, key: str, shape: tuple[int, int], out: torch.Tensor, row_offset: int = 0, col_offset: int = 0) -> None:
+        """Write into `out` its part of table `key` (whole `shape`): rows `row_offset..`, columns `col_offset..`."""
+        with safe_open(str(self.path), "pt") as weights:
+            if key not in weights.keys():
+                raise EncoderLoadError(f"model weights '{self.path}' have no table {key}")
+            saved = weights.get_slice(key).get_shape()
+        if tuple(saved) != tuple(shape):
+            raise EncoderLoadError(f"table {key} in '{self.path}' is {saved}, the model's config says {list(shape)}")
+        stop, columns = row_offset + out.shape[0], slice(col_offset, col_offset + out.shape[1])
+        for start in range(row_offset, stop, ROW_BLOCK):
+            end = min(start + ROW_BLOCK, stop)
+            out[start - row_offset : end - row_offset] = read_rows(self.path, key, start, end, columns).to(out)
