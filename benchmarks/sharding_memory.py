@@ -7,8 +7,8 @@ one epoch of the demo's shop and model, with the user-id table sized to `--rows`
 of the job (`getrusage(RUSAGE_CHILDREN)` of a fresh launcher per configuration, which also counts the
 launcher, far smaller). Rows past the shop's users are never trained, so they must keep their seeded
 first values: the benchmark compares the last rows of the two saved models (read as slices, not whole),
-which checks that 1 and 2 processes drew the same initial table. Then `tandemrec export` of the
-2-process run, alone (whole model) and on 2 and 1 processes under torchrun (tables sharded).
+which checks that 1 and 2 processes drew the same initial table. Then `tandemrec index` and `export` of
+the 2-process run, alone (whole model) and under torchrun (tables sharded).
 
     .venv/bin/python benchmarks/sharding_memory.py                       # ~10 min on 2 cores, ~11 GB disk
     .venv/bin/python benchmarks/sharding_memory.py --rows 2000000 --cap 0.4GiB --out /tmp/m.md
@@ -90,7 +90,7 @@ def main() -> None:
         return
     base = settings(args.rows)
     capped = base + [f"train.max_memory_per_process={args.cap}"]
-    results, exports, tails = {}, {}, {}
+    results, later, tails = {}, {}, {}
     with tempfile.TemporaryDirectory() as tmp:
         for name, processes, overrides in (
             ("1 process", 1, base),
@@ -102,34 +102,38 @@ def main() -> None:
             print(name, json.dumps(results[name]), flush=True)
             if results[name]["rc"] == 0:
                 tails[name] = last_rows(run, args.rows)
-            if processes == 2 and results[name]["rc"] == 0:  # its config holds the cap: exports of this run
-                exports = export_memory(run, args.cap)
+            if processes == 2 and results[name]["rc"] == 0:  # its config holds the cap: the jobs after training
+                later = after_training(run, args.cap)
             shutil.rmtree(run, ignore_errors=True)  # 10 GB at 20M rows (checkpoint and model): keep the disk free
     same_start = len(tails) == 2 and torch.equal(*tails.values())
-    write(args, results, exports, same_start)
+    write(args, results, later, same_start)
 
 
 def sets(overrides: list[str]) -> list[str]:
     return [arg for s in overrides for arg in ("--set", s)]
 
 
-def export_memory(run: Path, cap: str) -> dict[str, dict]:
-    """`tandemrec export` of the trained run: alone (the whole model loaded, as every process of a job
-    after training loaded it before its tables were sharded), on 2 processes, and on 1 process under
-    torchrun, which must refuse the run's `train.max_memory_per_process` as training does."""
-    job = ["export", str(run), "--what", "items,users", "--format", "npy"]
+def after_training(run: Path, cap: str) -> dict[str, dict]:
+    """`tandemrec index` and `export` of the trained run: each alone (the whole model loaded, as every
+    process of a job after training loaded it before its tables were sharded) and on 2 processes; then
+    export on 1 process under torchrun, which must refuse the run's `train.max_memory_per_process` as
+    training does."""
+    index = ["index", str(run)]
+    export = ["export", str(run), "--what", "items,users", "--format", "npy"]
     results = {}
-    for name, processes in (
-        ("export alone (whole model)", 0),
-        ("export, 2 processes", 2),
-        (f"export, 1 process under torchrun, cap {cap}", 1),
+    for name, processes, job in (
+        ("index alone (whole model)", 0, index),
+        ("index, 2 processes", 2, index),
+        ("export alone (whole model)", 0, export),
+        ("export, 2 processes", 2, export),
+        (f"export, 1 process under torchrun, cap {cap}", 1, export),
     ):
         results[name] = launch(processes, job)
         print(name, json.dumps(results[name]), flush=True)
     return results
 
 
-def write(args: argparse.Namespace, results: dict[str, dict], exports: dict[str, dict], same_start: bool) -> None:
+def write(args: argparse.Namespace, results: dict[str, dict], later: dict[str, dict], same_start: bool) -> None:
     names = list(results)
     single, sharded, refused = (results[n] for n in names)
     gib = args.rows * 64 * 4 / 2**30
@@ -163,39 +167,41 @@ def write(args: argparse.Namespace, results: dict[str, dict], exports: dict[str,
         f"- The last {UNTRAINED_ROWS} rows of the table (never trained) in the models of 1 and 2 processes: "
         + ("bitwise equal: the seeded rows do not depend on the process count." if same_start else "NOT equal (or not both trained)."),
     ]
-    if exports:
-        lines += export_lines(exports, args.cap)
+    if later:
+        lines += after_training_lines(later, args.cap)
     atomic_write_text(args.out, "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
-def export_lines(exports: dict[str, dict], cap: str) -> list[str]:
-    """The export section: the same run (the 2-process one, its config holding the cap) exported alone
-    with the whole model, and under torchrun with the tables sharded."""
-    alone, two, one = exports.values()
+def after_training_lines(later: dict[str, dict], cap: str) -> list[str]:
+    """The section after training: the same run (the 2-process one, its config holding the cap) indexed
+    and exported alone with the whole model, and under torchrun with the tables sharded."""
+    names = list(later)
+    index_alone, index_two, export_alone, export_two, refused = later.values()
+    alone = {name: index_alone if name.startswith("index") else export_alone for name in names}
     lines = [
         "",
-        "## After training: `tandemrec export` of the 2-process run",
+        "## After training: `tandemrec index` and `export` of the 2-process run",
         "",
-        "Alone (no torchrun) the job loads the whole model, as every process of a job after training did "
+        "Alone (no torchrun) a job loads the whole model, as every process of a job after training did "
         "before their tables were sharded; under torchrun each process reads and holds only its shards "
         "(`training/sharded_model.py`), planned under the run's own `train.max_memory_per_process`.",
         "",
-        "| job | exit | seconds | peak RSS per process, GiB | vs alone |",
+        "| job | exit | seconds | peak RSS per process, GiB | vs the same job alone |",
         "| --- | ---: | ---: | ---: | ---: |",
     ]
-    for name, r in exports.items():
+    for name, r in later.items():
         lines.append(
             f"| {name} | {r['rc']} | {r['seconds']:.0f} | {r['peak_bytes'] / 2**30:.2f} | "
-            f"{r['peak_bytes'] / alone['peak_bytes']:.3f}x |"
+            f"{r['peak_bytes'] / alone[name]['peak_bytes']:.3f}x |"
         )
     return lines + [
         "",
-        f"- 2 processes against the whole model: **{two['peak_bytes'] / alone['peak_bytes']:.3f}x** the peak RSS "
-        "per process.",
+        f"- 2 processes against the whole model: index **{index_two['peak_bytes'] / index_alone['peak_bytes']:.3f}x**, "
+        f"export **{export_two['peak_bytes'] / export_alone['peak_bytes']:.3f}x** the peak RSS per process.",
         f"- Under the run's cap ({cap}), 1 process under torchrun is "
-        f"{'refused' if one['rc'] != 0 and one['refusal'] else 'NOT refused'} before any table is allocated "
-        f"(its peak {one['peak_bytes'] / 2**30:.2f} GiB).",
+        f"{'refused' if refused['rc'] != 0 and refused['refusal'] else 'NOT refused'} before any table is allocated "
+        f"(its peak {refused['peak_bytes'] / 2**30:.2f} GiB).",
     ]
 
 

@@ -176,9 +176,10 @@ class PersonalEvents:
     relevant: list[np.ndarray]
 
 
-def personal_events(retriever: Retriever, events: EvalQueries, noun: str) -> PersonalEvents | None:
+def personal_events(retriever: Retriever, events: EvalQueries, noun: str, shared: bool = False) -> PersonalEvents | None:
     """The first target of each of the first PERSONAL_USERS users whose target item has a category; None
-    when none has."""
+    when none has. `shared`: the processes of a job's group call this together and embed the users
+    together (`Retriever.embed_users`)."""
     catalogue = retriever.catalogue
     if "category" not in catalogue.columns:
         return None
@@ -199,7 +200,7 @@ def personal_events(retriever: Retriever, events: EvalQueries, noun: str) -> Per
     picked = np.array(picked)
     return PersonalEvents(
         [category_query(c, noun) for c in categories],
-        retriever.embed_users(events.users[picked], events.times[picked]),
+        retriever.embed_users(events.users[picked], events.times[picked], shared=shared),
         np.array([int(events.targets[i][0]) - 1 for i in picked]),
         [np.array(rows_of[c]) for c in categories],
     )

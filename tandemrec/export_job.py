@@ -3,10 +3,11 @@ manifest entries (formats, shards and manifest: retrieval/embeddings.py).
 
 Under torchrun the job's processes share the work (tandemrec/job_group.py). They load the model with its
 tables sharded over them, as training held it (training/sharded_model.py): no process reads or holds a
-whole table. With one file per export they embed together and process 0 writes, as one process would. With shards (`shard_rows`), the users' shards
-are dealt out instead: process r embeds and writes shards r, r + N, ..., so no process ever holds every
-user's vector (a user table of 100M rows would not fit one), and process 0 records every shard in the
-manifest. The files are the same for any number of processes.
+whole table. With one file per export they embed together and process 0 writes, as one process would.
+With shards (`shard_rows`), the users' shards are dealt out instead: process r embeds and writes shards
+r, r + N, ..., so no process ever holds every user's vector (a user table of 100M rows would not fit
+one), and process 0 records every shard in the manifest. The files are the same for any number of
+processes.
 """
 from __future__ import annotations
 
@@ -97,7 +98,8 @@ def _dealt_export(
         rank, world, list(dealt), len(cuts), sum(cuts[i][1] - cuts[i][0] for i in dealt), len(user_ids),
     )
     rows = [np.arange(*cuts[i]) for i in dealt]
-    users = embed_users(run, np.concatenate([np.zeros(0, np.int64), *rows]), batch_size, progress and rank == 0, in_step=True)
+    every_row = np.concatenate([np.zeros(0, np.int64), *rows])
+    users = embed_users(run, every_row, batch_size, progress and rank == 0, in_step=True)
     mine = dict(zip(dealt, np.split(users, np.cumsum([len(r) for r in rows])[:-1])))
     # Every shard's files carry the whole export's description (safetensors metadata), so the processes
     # agree on it before any writes: whether all rows are unit length, and process 0's time.

@@ -4,8 +4,10 @@
 catalogue and the users together, each every N-th batch (towers/inference.embed, shared), and gather the
 vectors; then process 0 alone writes what the job writes (index, exports, metrics), so the files are
 the ones a single process writes. An export in shards deals the users' shards out instead, each process
-embedding and writing its own (tandemrec/export_job.py). Launched alone, a job makes no group and is that
-process 0.
+embedding and writing its own (tandemrec/export_job.py). `index` and `export` load the model with its
+tables sharded over the processes (tandemrec/run.py `shard_tables`), so that none holds a whole table;
+`evaluate`'s process 0 goes on alone with work that needs whole towers, so each of its processes loads
+the model whole. Launched alone, a job makes no group and is that process 0.
 """
 from __future__ import annotations
 
@@ -52,10 +54,16 @@ def writer_first(step: Callable[[], T], together: bool = True) -> T:
     training), so it just runs `step`."""
     if not together or not dist.is_initialized() or dist.get_world_size() == 1:
         return step()
-    if is_writer():
-        try:
-            return step()
-        finally:  # a failed step too: the others then run it, and fail as it did, rather than wait forever
-            dist.barrier()
-    dist.barrier()
-    return step()
+    first = writer_alone(step)  # failed on process 0, it fails on the others as well, rather than hang
+    return first if is_writer() else step()
+
+
+def writer_alone(step: Callable[[], T]) -> T | None:
+    """`step` run by process 0 alone while the others wait for it, for files they read next; None on the
+    others. Alone, or without a group, it just runs `step`."""
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return step()
+    try:
+        return step() if is_writer() else None
+    finally:  # a failed step too: the others then go on and fail on its missing files rather than wait forever
+        dist.barrier()

@@ -29,8 +29,8 @@ from tandemrec.data.vocabularies import Vocabularies
 from tandemrec.io.run_folder import RunFolder
 from tandemrec.retrieval.behaviour_eval import evaluate_behaviour
 from tandemrec.run import Run, item_content
-from tandemrec.run_embeddings import embed_items, embed_run
-from tandemrec.job_group import is_writer, job_group
+from tandemrec.run_embeddings import RunEmbeddings, embed_items, embed_run
+from tandemrec.job_group import is_writer, job_group, writer_alone
 from tandemrec.errors import ArgumentError, MissingFileError
 from tandemrec.plots import grouped_bars
 from tandemrec.retrieval.baseline_split import split_baselines
@@ -184,23 +184,29 @@ def build_index(
     """Embed the catalogue and the users, export both as Parquet, and build the index `config` asks for
     (default: the run config's [index]), its recall@10 measured on the users' embeddings; then the search
     state (RUN/search/: item text features, score weights chosen on validation queries). `progress` shows
-    the embedding's and the index build's bars. Under torchrun the processes embed together, and process
-    0 builds and writes (the others return None): tandemrec/job_group.py."""
-    run = Run(run_dir)
+    the embedding's and the index build's bars. Under torchrun the processes load the model with its
+    tables sharded over them and embed together; process 0 builds and writes the index, then all choose
+    the search weights together (the validation events' users embedded through the shards) and process 0
+    writes them (the others return None): tandemrec/job_group.py."""
+    from tandemrec.search_job import write_search_state  # here: search_job uses this module
+
+    run = Run(run_dir, shard_tables=True)
     config = config or run.config.index
     with job_group():
         vectors = embed_run(run, batch_size, progress, shared=True)
-    if not is_writer():
-        return None
+        index = writer_alone(lambda: _write_index(run, vectors, config, progress))
+        write_search_state(run)
+    return index
+
+
+def _write_index(run: Run, vectors: RunEmbeddings, config: IndexConfig, progress: bool) -> ItemIndex:
+    """The index job's files but the search state: both exports (Parquet) and the tuned index."""
     export_embeddings(run.folder.embeddings, "items", vectors.item_ids, vectors.items, vectors.model_hash)
     export_embeddings(run.folder.embeddings, "users", vectors.user_ids, vectors.users, vectors.model_hash)
     index = build_tuned_index(
         vectors.items, vectors.item_ids, vectors.users, config, {"model_hash": vectors.model_hash}, progress=progress
     )
     index.save(run.folder.index)
-    from tandemrec.search_job import write_search_state  # here: search_job uses this module
-
-    write_search_state(run)
     return index
 
 

@@ -44,7 +44,12 @@ def embed_run(run: Run, batch_size: int = 256, progress: bool = False, shared: b
 
 
 def embed_users(
-    run: Run, rows: np.ndarray, batch_size: int = 256, progress: bool = False, shared: bool = False, in_step: bool = False
+    run: Run,
+    rows: np.ndarray,
+    batch_size: int = 256,
+    progress: bool = False,
+    shared: bool = False,
+    in_step: bool = False,
 ) -> np.ndarray:
     """The user tower's vectors of the users at `rows` of `RunEmbeddings.user_ids` (vocabulary rows + 1),
     each from all their events; `progress` shows a bar. `shared`: as in `embed_items`. `in_step`: every

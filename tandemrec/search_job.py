@@ -8,6 +8,7 @@ import dataclasses
 
 from tandemrec.config import RunConfig
 from tandemrec.data.prepared import PreparedData
+from tandemrec.job_group import is_writer, writer_alone
 from tandemrec.retrieval.retriever import Retriever
 from tandemrec.retrieval.search import SEARCH_DIR, save_text_features
 from tandemrec.retrieval.search_eval import (
@@ -34,7 +35,9 @@ def write_search_state(run: Run) -> dict:
     the metadata queries (and the personal weight on validation events), with that measurement.
 
     `run` is the index job's, with its model, prepared data and catalogue content already in hand: nothing
-    is read or encoded twice."""
+    is read or encoded twice. Under torchrun every process of the job's group calls this together (its
+    model's tables may be sharded over them): they embed the validation events' users together, each
+    chooses the same weights, and process 0 writes."""
     from tandemrec.jobs import catalogue_text_features
 
     features = catalogue_text_features(run.model, run.content)
@@ -42,17 +45,18 @@ def write_search_state(run: Run) -> dict:
         return {}
     config, data = run.config, run.data
     folder = run.root / SEARCH_DIR
-    save_text_features(folder, data.vocabs.items.ids[1:], features)
+    writer_alone(lambda: save_text_features(folder, data.vocabs.items.ids[1:], features))  # the retriever reads them
     retriever = Retriever.load(run)
     noun = query_noun(config)
     valid, _ = split_queries(metadata_queries(retriever.catalogue, retriever.index.ids, noun))
     weights, grid = choose_weights(retriever, valid)
     retriever.product_search.weights = weights
-    events = personal_events(retriever, data.valid, noun)
+    events = personal_events(retriever, data.valid, noun, shared=True)
     personal, personal_grid = choose_personal(retriever, events) if events else (weights.personal, {})
     weights = dataclasses.replace(weights, personal=personal)
     measured = {"queries": len(valid), "ndcg@10": grid, "personal_ndcg@10": personal_grid}
-    weights.save(folder, measured)
+    if is_writer():
+        weights.save(folder, measured)
     return {"weights": dataclasses.asdict(weights), "validation": measured}
 
 

@@ -60,6 +60,8 @@ def test_two_processes_write_the_files_and_metrics_of_one(trained_run: Path, tmp
     assert np.array_equal(indexes[0].vectors(np.arange(len(indexes[0]))), indexes[1].vectors(np.arange(len(indexes[1]))))
     assert indexes[0].metadata["recall_at_10"] == indexes[1].metadata["recall_at_10"]
     assert json.loads((one / "metrics.json").read_text()) == json.loads((two / "metrics.json").read_text())
+    for name in ("weights.json", "text_features.npy"):  # the search state, chosen on validation events
+        assert (one / "search" / name).read_bytes() == (two / "search" / name).read_bytes(), name
     # Process 0 alone prints: one "indexed ..." line and one metrics table, as on one process.
     assert printed[2].count("indexed ") == 1 and printed[2].count("recall@10") == printed[1].count("recall@10") > 0
 
@@ -103,7 +105,7 @@ def test_an_export_in_shards_deals_the_users_out_and_writes_the_files_of_one_pro
             assert ids == ids2 and np.array_equal(vectors, vectors2)
 
 
-def test_an_export_on_two_processes_with_row_wise_tables_holds_half_of_each_and_writes_the_same_vectors(
+def test_index_and_export_on_two_processes_with_row_wise_tables_hold_half_of_each_and_write_the_same_vectors(
     trained_run: Path, tmp_path: Path
 ) -> None:
     """The processes load the model with its tables sharded as the run's `train.sharding` says (row-wise
@@ -113,21 +115,26 @@ def test_an_export_on_two_processes_with_row_wise_tables_holds_half_of_each_and_
 
     run = tmp_path / "run"
     shutil.copytree(trained_run, run)
-    shutil.rmtree(run / "embeddings", ignore_errors=True)
+    for made in ("index", "embeddings", "search"):
+        shutil.rmtree(run / made, ignore_errors=True)
     config = json.loads((run / "config.json").read_text())
     config["train"]["sharding"] = "row_wise"
     (run / "config.json").write_text(json.dumps(config))
-    command = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m",
-        "tandemrec.cli", "export", str(run), "--format", "npy", "--shard-rows", "64",
-    ]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=600, env=ENV)
-    assert done.returncode == 0, f"exit {done.returncode}:\n{done.stderr[-3000:]}"
+    for verb in (["index"], ["export", "--format", "npy", "--shard-rows", "64"]):
+        command = [
+            sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m",
+            "tandemrec.cli", *verb, str(run),
+        ]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=600, env=ENV)
+        assert done.returncode == 0, f"{verb}: exit {done.returncode}:\n{done.stderr[-3000:]}"
+        held = dict(re.findall(r"process (\d) of 2 holds user_id rows (\d+-\d+) of 301", done.stderr))
+        assert sorted(held.items()) == [("0", "0-151"), ("1", "151-301")], f"{verb}: {done.stderr[-3000:]}"
 
-    held = dict(re.findall(r"process (\d) of 2 holds user_id rows (\d+-\d+) of 301", done.stderr))
-    assert sorted(held.items()) == [("0", "0-151"), ("1", "151-301")], done.stderr[-3000:]
     whole = embed_run(Run(run))
     ids, vectors, _ = read_embeddings(run / "embeddings", "users", "npy")
     assert ids == whole.user_ids and np.allclose(vectors, whole.users, atol=1e-6)
     ids, vectors, _ = read_embeddings(run / "embeddings", "items", "npy")
     assert ids == whole.item_ids and np.allclose(vectors, whole.items, atol=1e-6)
+    index = ItemIndex.load(run / "index")
+    assert np.allclose(index.vectors(np.arange(len(index))), whole.items, atol=1e-6)
+    assert json.loads((run / "search" / "weights.json").read_text())["validation"]["queries"] > 0

@@ -154,8 +154,9 @@ def shard(
     kernel: left to itself the planner makes small tables data-parallel with a dense kernel.
 
     Tables built on the meta device are materialised as shards only and filled by `init` (seeded rows, the
-    same for any process count, or a saved model's rows); a plan that does not fit `max_memory` bytes per process (0: the host's
-    share) is refused before any table memory is allocated. Tables built in memory keep their rows.
+    same for any process count, or a saved model's rows); a plan that does not fit `max_memory` bytes per
+    process (0: the host's share) is refused before any table memory is allocated. Tables built in memory
+    keep their rows.
     """
     chosen = table_shardings(model, sharding, table_sharding or {}, env.device.type)
     if embedding_optimizer not in EMBEDDING_OPTIMIZERS:
