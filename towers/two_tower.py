@@ -62,8 +62,12 @@ class TwoTower(nn.Module):
         """The model `save_pretrained` wrote, in eval mode: the architecture from config.json (no encoder
         weights fetched), then every tensor from model.safetensors (strict)."""
         folder = Path(folder)
-        serialization.require_files(folder, (serialization.CONFIG_FILE, serialization.WEIGHTS_FILE), "model")
-        config_path = folder / serialization.CONFIG_FILE
-        model = cls(from_dict(TwoTowerConfig, serialization.read_config(config_path, "model")), load_weights=False)
-        serialization.load_weights(model, folder / serialization.WEIGHTS_FILE, config_path, "model")
+        model = cls(saved_config(folder), load_weights=False)
+        serialization.load_weights(model, folder / serialization.WEIGHTS_FILE, folder / serialization.CONFIG_FILE, "model")
         return model.eval()
+
+
+def saved_config(folder: Path) -> TwoTowerConfig:
+    """The architecture a model folder's config.json describes, once both its files are known to be there."""
+    serialization.require_files(folder, (serialization.CONFIG_FILE, serialization.WEIGHTS_FILE), "model")
+    return from_dict(TwoTowerConfig, serialization.read_config(folder / serialization.CONFIG_FILE, "model"))

@@ -196,6 +196,11 @@ def is_table(key: str) -> bool:
     return ".embedding_bags." in key
 
 
+def table_name(key: str) -> str:
+    """The table's name in a table's state key: "user_id" in "user_tower.ebc.embedding_bags.user_id.weight"."""
+    return key.split(".embedding_bags.")[1].split(".")[0]
+
+
 def _collective_plan(planner: EmbeddingShardingPlanner, model: nn.Module, sharders: list) -> ShardingPlan | str:
     """Rank 0's plan, or why it found none, on every rank. TorchRec's `collective_plan` raises the refusal
     on rank 0 alone and leaves the other ranks waiting for a plan forever."""

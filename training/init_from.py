@@ -19,6 +19,7 @@ from tandemrec.data.vocab import Vocabulary
 from tandemrec.data.vocabularies import Vocabularies
 from tandemrec.errors import MissingFileError
 from tandemrec.run import Run
+from tandemrec.training import distributed
 from tandemrec.towers.errors import EncoderLoadError
 from tandemrec.towers.serialization import WEIGHTS_FILE, require_files
 from tandemrec.towers.two_tower import TwoTower
@@ -44,9 +45,9 @@ class InitReport:
 
 def table_vocabulary(key: str, vocabs: Vocabularies) -> Vocabulary | None:
     """The vocabulary that numbers the rows of the embedding table behind a state-dict key."""
-    if ".embedding_bags." not in key:
+    if not distributed.is_table(key):
         return None
-    table = key.split(".embedding_bags.")[1].split(".")[0]
+    table = distributed.table_name(key)
     if table == "user_id":
         return vocabs.users
     if table in ("item_id", "history_item"):

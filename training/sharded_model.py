@@ -15,10 +15,8 @@ import torch.distributed as dist
 from torchrec.distributed import DistributedModelParallel
 from torchrec.distributed.types import ShardedTensor
 
-from tandemrec.config_schema import from_dict
 from tandemrec.towers import serialization
-from tandemrec.towers.config import TwoTowerConfig
-from tandemrec.towers.two_tower import TwoTower
+from tandemrec.towers.two_tower import TwoTower, saved_config
 from tandemrec.training import distributed
 from tandemrec.training.config import TrainConfig
 from tandemrec.training.table_init import SavedTables
@@ -31,10 +29,8 @@ def load_sharded(folder: str | Path, train: TrainConfig) -> tuple[TwoTower, Dist
     tables sharded as `train` says (`train.sharding`, `train.table_sharding`, `train.max_memory_per_process`),
     and the wrapper that holds the shards (keep it while the model is used)."""
     folder = Path(folder)
-    serialization.require_files(folder, (serialization.CONFIG_FILE, serialization.WEIGHTS_FILE), "model")
     config_path, weights = folder / serialization.CONFIG_FILE, folder / serialization.WEIGHTS_FILE
-    config = from_dict(TwoTowerConfig, serialization.read_config(config_path, "model"))
-    model = TwoTower(config, load_weights=False, device=torch.device("meta"))
+    model = TwoTower(saved_config(folder), load_weights=False, device=torch.device("meta"))
     env = distributed.Env(dist.get_rank(), dist.get_world_size(), torch.device("cpu"), owns_group=False)
     dmp, _ = distributed.shard(
         model, env, train.embedding_lr, train.sharding, train.table_sharding, train.embedding_optimizer,
@@ -54,7 +50,7 @@ def held_rows(model: torch.nn.Module) -> str:
         if not isinstance(value, ShardedTensor):
             continue
         rows, dim = value.size()
-        name = key.split(".embedding_bags.")[1].removesuffix(".weight")
+        name = distributed.table_name(key)
         shards = [
             f"rows {r}-{r + h} of {rows}" + (f" columns {c}-{c + w} of {dim}" if w < dim else "")
             for s in value.local_shards()
