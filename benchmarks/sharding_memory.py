@@ -7,10 +7,10 @@ one epoch of the demo's shop and model, with the user-id table sized to `--rows`
 of the job (`getrusage(RUSAGE_CHILDREN)` of a fresh launcher per configuration, which also counts the
 launcher, far smaller). Rows past the shop's users are never trained, so they must keep their seeded
 first values: the benchmark compares the last rows of the two saved models (read as slices, not whole),
-which checks that 1 and 2 processes drew the same initial table. Then `tandemrec index` and `export` of
-the 2-process run, alone (whole model) and under torchrun (tables sharded).
+which checks that 1 and 2 processes drew the same initial table. Then `tandemrec index`, `export` and
+`evaluate` of the 2-process run, alone (whole model) and under torchrun (tables sharded).
 
-    .venv/bin/python benchmarks/sharding_memory.py                       # ~10 min on 2 cores, ~11 GB disk
+    .venv/bin/python benchmarks/sharding_memory.py                       # ~13 min on 2 cores, ~11 GB disk
     .venv/bin/python benchmarks/sharding_memory.py --rows 2000000 --cap 0.4GiB --out /tmp/m.md
 """
 from __future__ import annotations
@@ -114,22 +114,19 @@ def sets(overrides: list[str]) -> list[str]:
 
 
 def after_training(run: Path, cap: str) -> dict[str, dict]:
-    """`tandemrec index` and `export` of the trained run: each alone (the whole model loaded, as every
-    process of a job after training loaded it before its tables were sharded) and on 2 processes; then
-    export on 1 process under torchrun, which must refuse the run's `train.max_memory_per_process` as
+    """`tandemrec index`, `export` and `evaluate` of the trained run: each alone (the whole model loaded, as
+    every process of a job after training loaded it before its tables were sharded) and on 2 processes;
+    then export on 1 process under torchrun, which must refuse the run's `train.max_memory_per_process` as
     training does."""
-    index = ["index", str(run)]
     export = ["export", str(run), "--what", "items,users", "--format", "npy"]
     results = {}
-    for name, processes, job in (
-        ("index alone (whole model)", 0, index),
-        ("index, 2 processes", 2, index),
-        ("export alone (whole model)", 0, export),
-        ("export, 2 processes", 2, export),
-        (f"export, 1 process under torchrun, cap {cap}", 1, export),
-    ):
-        results[name] = launch(processes, job)
-        print(name, json.dumps(results[name]), flush=True)
+    for job in (["index", str(run)], export, ["evaluate", str(run)]):
+        for name, processes in ((f"{job[0]} alone (whole model)", 0), (f"{job[0]}, 2 processes", 2)):
+            results[name] = launch(processes, job)
+            print(name, json.dumps(results[name]), flush=True)
+    name = f"export, 1 process under torchrun, cap {cap}"
+    results[name] = launch(1, export)
+    print(name, json.dumps(results[name]), flush=True)
     return results
 
 
@@ -174,14 +171,14 @@ def write(args: argparse.Namespace, results: dict[str, dict], later: dict[str, d
 
 
 def after_training_lines(later: dict[str, dict], cap: str) -> list[str]:
-    """The section after training: the same run (the 2-process one, its config holding the cap) indexed
-    and exported alone with the whole model, and under torchrun with the tables sharded."""
-    names = list(later)
-    index_alone, index_two, export_alone, export_two, refused = later.values()
-    alone = {name: index_alone if name.startswith("index") else export_alone for name in names}
+    """The section after training: the same run (the 2-process one, its config holding the cap) indexed,
+    exported and evaluated alone with the whole model, and under torchrun with the tables sharded."""
+    jobs = ("index", "export", "evaluate")
+    alone = {job: later[f"{job} alone (whole model)"]["peak_bytes"] for job in jobs}
+    refused = later[f"export, 1 process under torchrun, cap {cap}"]
     lines = [
         "",
-        "## After training: `tandemrec index` and `export` of the 2-process run",
+        "## After training: `tandemrec index`, `export` and `evaluate` of the 2-process run",
         "",
         "Alone (no torchrun) a job loads the whole model, as every process of a job after training did "
         "before their tables were sharded; under torchrun each process reads and holds only its shards "
@@ -193,12 +190,12 @@ def after_training_lines(later: dict[str, dict], cap: str) -> list[str]:
     for name, r in later.items():
         lines.append(
             f"| {name} | {r['rc']} | {r['seconds']:.0f} | {r['peak_bytes'] / 2**30:.2f} | "
-            f"{r['peak_bytes'] / alone[name]['peak_bytes']:.3f}x |"
+            f"{r['peak_bytes'] / alone[name.split()[0].rstrip(',')]:.3f}x |"
         )
+    ratios = ", ".join(f"{job} **{later[f'{job}, 2 processes']['peak_bytes'] / alone[job]:.3f}x**" for job in jobs)
     return lines + [
         "",
-        f"- 2 processes against the whole model: index **{index_two['peak_bytes'] / index_alone['peak_bytes']:.3f}x**, "
-        f"export **{export_two['peak_bytes'] / export_alone['peak_bytes']:.3f}x** the peak RSS per process.",
+        f"- 2 processes against the whole model: {ratios} the peak RSS per process.",
         f"- Under the run's cap ({cap}), 1 process under torchrun is "
         f"{'refused' if refused['rc'] != 0 and refused['refusal'] else 'NOT refused'} before any table is allocated "
         f"(its peak {refused['peak_bytes'] / 2**30:.2f} GiB).",

@@ -1,5 +1,5 @@
-"""Training throughput: samples/s on 1 and 2 processes, frozen-backbone caching on and off, and the item
-tower's share of a training step.
+"""Training throughput: samples/s on 1 and 2 processes, frozen-backbone caching on and off, with and
+without DataLoader workers building the steps' inputs ahead, and the item tower's share of a training step.
 
 Each configuration is a real `tandemrec train` under torchrun (gloo on CPU) for one epoch of a small
 synthetic shop with the demo's model (the ImageNet EfficientNet-Lite0 and the pretrained MiniLM text
@@ -7,12 +7,13 @@ encoder, both frozen); samples/s is what the trainer writes for the epoch (globa
 training steps, validation and checkpoints left out). The whole machine is given to each configuration:
 one process with all cores' threads, or one thread per process. The item tower's share is measured in
 one process on the same batches: the item tower's forward and backward alone, over the time of a whole
-step at that configuration's speed. Ratios are against the 1-process run with the same cache setting, in
-the same session.
+step at that configuration's speed. Ratios are against the 1-process run with the same cache setting and
+the first `--loader-workers` value, in the same session.
 
     .venv/bin/python benchmarks/train_throughput.py                 # ~10 min on 2 cores
     .venv/bin/python benchmarks/train_throughput.py --users 200 --out /tmp/t.md
     .venv/bin/python benchmarks/train_throughput.py --users 8000 --batch 512 --cache on --repeats 3  # ~5 min
+    .venv/bin/python benchmarks/train_throughput.py --users 8000 --batch 512 --cache on --loader-workers 0,1 --repeats 3
 """
 from __future__ import annotations
 
@@ -37,17 +38,19 @@ from tandemrec.io.atomic import atomic_write_text
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def overrides(users: int, batch: int, cache: bool) -> list[str]:
+def overrides(users: int, batch: int, cache: bool, workers: int = 0) -> list[str]:
     return [
         f"data.synthetic.n_users={users}",
         "data.synthetic.events_per_user=12",
         "train.epochs=1",
         f"train.batch_size={batch}",
         f"train.cache_frozen_backbones={'true' if cache else 'false'}",
+        f"train.loader_workers={workers}",
     ]
 
 
-def train_samples_per_second(processes: int, settings: list[str], run: Path) -> float:
+def train_epoch(processes: int, settings: list[str], run: Path) -> dict:
+    """The epoch's row of train_metrics.jsonl (samples/s, the input wait share) of one training run."""
     threads = max(1, (os.cpu_count() or 1) // processes)
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
     command += ["-m", "tandemrec.cli", "train", "demo", "--run-dir", str(run)]
@@ -56,8 +59,7 @@ def train_samples_per_second(processes: int, settings: list[str], run: Path) -> 
     done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT)
     if done.returncode != 0:
         raise RuntimeError(f"training on {processes} process(es) failed:\n{done.stderr[-3000:]}")
-    row = json.loads((run / "train_metrics.jsonl").read_text().splitlines()[0])
-    return float(row["samples_per_second"])
+    return json.loads((run / "train_metrics.jsonl").read_text().splitlines()[0])
 
 
 def item_tower_seconds(settings: list[str], batch: int, run: Path, repeats: int = 10, warmup: int = 2) -> float:
@@ -94,44 +96,56 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=400, help="synthetic shop users (12 events each on average)")
     parser.add_argument("--batch", type=int, default=128, help="global batch size")
     parser.add_argument("--cache", choices=("both", "on", "off"), default="both", help="frozen-backbone cache")
-    parser.add_argument("--repeats", type=int, default=1, help="runs of each configuration (median; 1 and 2 "
-                        "processes alternate, so that both see the same load)")
+    parser.add_argument("--loader-workers", default="0", help="comma-separated train.loader_workers values to "
+                        "compare (the first is the reference)")
+    parser.add_argument("--repeats", type=int, default=1, help="runs of each configuration (median; the "
+                        "configurations alternate, so that all see the same load)")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "train_throughput.md"))
     args = parser.parse_args()
+    workers = [int(w) for w in args.loader_workers.split(",")]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for cache in {"both": (True, False), "on": (True,), "off": (False,)}[args.cache]:
-            settings = overrides(args.users, args.batch, cache)
-            speeds: dict[int, list[float]] = {1: [], 2: []}
+            configurations = [(processes, w) for processes in (1, 2) for w in workers]
+            epochs: dict[tuple[int, int], list[dict]] = {c: [] for c in configurations}
             for repeat in range(args.repeats):
-                for processes in (1, 2) if repeat % 2 == 0 else (2, 1):
-                    run = Path(tmp) / f"cache-{cache}-{processes}-{repeat}"
-                    speeds[processes].append(train_samples_per_second(processes, settings, run))
-            for processes in (1, 2):
-                speed = statistics.median(speeds[processes])
-                first = Path(tmp) / f"cache-{cache}-1-0"
-                share = item_tower_seconds(settings, args.batch, first) / (args.batch / speed) if processes == 1 else None
-                rows.append({"cache": cache, "processes": processes, "samples_per_second": speed, "item_share": share,
-                             "runs": [round(v) for v in speeds[processes]]})
+                for processes, w in configurations if repeat % 2 == 0 else configurations[::-1]:
+                    run = Path(tmp) / f"cache-{cache}-{processes}-{w}-{repeat}"
+                    epochs[processes, w].append(train_epoch(processes, overrides(args.users, args.batch, cache, w), run))
+            for processes, w in configurations:
+                speeds = [e["samples_per_second"] for e in epochs[processes, w]]
+                speed = statistics.median(speeds)
+                share = None
+                if processes == 1 and w == workers[0]:
+                    first = Path(tmp) / f"cache-{cache}-1-{w}-0"
+                    share = item_tower_seconds(overrides(args.users, args.batch, cache), args.batch, first) / (args.batch / speed)
+                rows.append({
+                    "cache": cache, "processes": processes, "workers": w, "samples_per_second": speed,
+                    "item_share": share, "runs": [round(v) for v in speeds],
+                    "input_wait": statistics.median(e["input_wait_share"] for e in epochs[processes, w]),
+                })
                 print(json.dumps(rows[-1]), flush=True)
-    one = {r["cache"]: r["samples_per_second"] for r in rows if r["processes"] == 1}
+    reference = {r["cache"]: r["samples_per_second"] for r in rows if r["processes"] == 1 and r["workers"] == workers[0]}
     lines = [
         "# Training throughput (CPU)",
         "",
         f"Measured {datetime.now(timezone.utc):%Y-%m-%d} on {platform.machine()}, {os.cpu_count()} cores, "
         f"torch {torch.__version__}, gloo; synthetic shop of {args.users} users, global batch {args.batch}, the demo "
-        f"model (EfficientNet-Lite0 and MiniLM frozen); samples/s: the median of {args.repeats} run(s). Rerun: "
-        f"`.venv/bin/python benchmarks/train_throughput.py --users {args.users} --batch {args.batch} --cache {args.cache} "
-        f"--repeats {args.repeats}`.",
+        f"model (EfficientNet-Lite0 and MiniLM frozen); samples/s: the median of {args.repeats} run(s); input wait: "
+        f"the share of process 0's step time spent waiting for (or, without loader workers, building) its inputs. "
+        f"Rerun: `.venv/bin/python benchmarks/train_throughput.py --users {args.users} --batch {args.batch} "
+        f"--cache {args.cache} --loader-workers {args.loader_workers} --repeats {args.repeats}`.",
         "",
-        "| frozen-backbone cache | processes | samples/s | vs 1 process, same cache | item tower share of a step | runs |",
-        "| --- | --- | --- | --- | --- | --- |",
+        f"| frozen-backbone cache | processes | loader workers | samples/s | vs 1 process, {workers[0]} workers, same cache "
+        "| input wait | item tower share of a step | runs |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in rows:
         share = f"{r['item_share']:.0%}" if r["item_share"] is not None else "-"
         lines.append(
-            f"| {'on' if r['cache'] else 'off'} | {r['processes']} | {r['samples_per_second']:.0f} | "
-            f"{r['samples_per_second'] / one[r['cache']]:.2f}x | {share} | {', '.join(map(str, r['runs']))} |"
+            f"| {'on' if r['cache'] else 'off'} | {r['processes']} | {r['workers']} | {r['samples_per_second']:.0f} | "
+            f"{r['samples_per_second'] / reference[r['cache']]:.2f}x | {r['input_wait']:.1%} | {share} | "
+            f"{', '.join(map(str, r['runs']))} |"
         )
     atomic_write_text(args.out, "\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -13,6 +13,7 @@ Recall@k and NDCG@k of the plain top-k and of each re-ordered top-k are compared
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 
 import numpy as np
 
@@ -26,10 +27,11 @@ from tandemrec.retrieval.retriever import RERANK_DEPTH, RERANK_DEPTH_FACTOR, Ret
 from tandemrec.towers.behaviour_head import BehaviourHead
 
 
-def pair_probabilities(retriever: Retriever, pairs: BehaviourPairs) -> np.ndarray:
-    """The head's probabilities (n, n_outputs) for pairs of users (at their times) and index items."""
+def pair_probabilities(retriever: Retriever, pairs: BehaviourPairs, shared: bool = False) -> np.ndarray:
+    """The head's probabilities (n, n_outputs) for pairs of users (at their times) and index items.
+    `shared`: the processes of a job's group call this together and embed the users together."""
     head = retriever.require_behaviour("behaviour evaluation")
-    users = state_vectors(retriever.embed_users, pairs.users, pairs.times)
+    users = state_vectors(partial(retriever.embed_users, shared=shared), pairs.users, pairs.times)
     return head.probabilities(users, retriever.index.vectors(pairs.items - 1))
 
 
@@ -51,15 +53,16 @@ def output_metrics(probabilities: np.ndarray, pairs: BehaviourPairs, outputs: li
     return result
 
 
-def rerank_comparison(retriever: Retriever, queries: EvalQueries, k: int = 10) -> dict:
-    """Recall@k and NDCG@k of the plain top-k and of the top-k re-ordered by each output's probability."""
+def rerank_comparison(retriever: Retriever, queries: EvalQueries, k: int = 10, shared: bool = False) -> dict:
+    """Recall@k and NDCG@k of the plain top-k and of the top-k re-ordered by each output's probability.
+    `shared`: as `pair_probabilities`'."""
     head = retriever.require_behaviour("rerank evaluation")
     seen, targets = unseen_targets(retriever, queries)
     keep = [i for i, t in enumerate(targets) if len(t)]
     if not keep:
         raise RetrievalError("rerank evaluation: no test user has a target item they had not seen before")
     depth = min(retriever.index.live_count, max(RERANK_DEPTH, RERANK_DEPTH_FACTOR * k))
-    vectors = retriever.embed_users(queries.users[keep], queries.times[keep])
+    vectors = retriever.embed_users(queries.users[keep], queries.times[keep], shared=shared)
     candidates, _ = retriever.index.search(vectors, depth, exclude=[seen[i] for i in keep])
     valid = candidates >= 0
     item_vectors = retriever.index.vectors(np.where(valid, candidates, 0).reshape(-1))
@@ -78,9 +81,10 @@ def rerank_comparison(retriever: Retriever, queries: EvalQueries, k: int = 10) -
 
 
 def evaluate_behaviour(
-    retriever: Retriever, test: BehaviourPairs, outputs: list[str], queries: EvalQueries, k: int = 10
+    retriever: Retriever, test: BehaviourPairs, outputs: list[str], queries: EvalQueries, k: int = 10, shared: bool = False
 ) -> dict:
-    """Per-output metrics on the test pairs (labelled by `outputs`) and the rerank comparison on the test queries."""
+    """Per-output metrics on the test pairs (labelled by `outputs`) and the rerank comparison on the test
+    queries. `shared`: the processes of a job's group call this together and embed the users together."""
     head_outputs = retriever.require_behaviour("behaviour evaluation").outputs
     if head_outputs != list(outputs):
         raise RetrievalError(
@@ -88,9 +92,9 @@ def evaluate_behaviour(
             "retrain it with `tandemrec behaviour RUN`"
         )
     return {
-        "outputs": output_metrics(pair_probabilities(retriever, test), test, outputs),
+        "outputs": output_metrics(pair_probabilities(retriever, test, shared), test, outputs),
         "test_pairs": {"observed": int(test.observed.sum()), "sampled": int((~test.observed).sum())},
-        "rerank": rerank_comparison(retriever, queries, k),
+        "rerank": rerank_comparison(retriever, queries, k, shared),
     }
 
 

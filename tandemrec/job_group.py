@@ -4,10 +4,10 @@
 catalogue and the users together, each every N-th batch (towers/inference.embed, shared), and gather the
 vectors; then process 0 alone writes what the job writes (index, exports, metrics), so the files are
 the ones a single process writes. An export in shards deals the users' shards out instead, each process
-embedding and writing its own (tandemrec/export_job.py). `index` and `export` load the model with its
-tables sharded over the processes (tandemrec/run.py `shard_tables`), so that none holds a whole table;
-`evaluate`'s process 0 goes on alone with work that needs whole towers, so each of its processes loads
-the model whole. Launched alone, a job makes no group and is that process 0.
+embedding and writing its own (tandemrec/export_job.py). `index`, `export` and `evaluate` load the model
+with its tables sharded over the processes (tandemrec/run.py `shard_tables`), so that none holds a whole
+table: every table lookup is then made by all of them together, and process 0 works alone only where no
+table is looked up (`writer_alone`). Launched alone, a job makes no group and is that process 0.
 """
 from __future__ import annotations
 

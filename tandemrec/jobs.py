@@ -19,6 +19,7 @@ from tandemrec.data.behaviour_pairs import BehaviourSplit, behaviour_events, beh
 from tandemrec.data.content import ItemContent
 from tandemrec.data.dataset import Dataset
 from tandemrec.data.errors import DataError
+from tandemrec.data.examples import EvalQueries
 from tandemrec.data.given_split import read_given
 from tandemrec.data.readers import READERS, read
 from tandemrec.data.prepared import PreparedData
@@ -155,7 +156,7 @@ def sized(config: RunConfig, vocabs: Vocabularies) -> RunConfig:
 # Settings that may change between a checkpoint and its resumption: how long, where and how often.
 RESUMABLE_CHANGES = (
     "epochs", "patience", "device", "sharding", "table_sharding", "checkpoint_every", "keep_checkpoints",
-    "encode_batch_size", "init_from", "cpu_threads", "max_memory_per_process",
+    "encode_batch_size", "init_from", "cpu_threads", "max_memory_per_process", "loader_workers",
 )
 
 
@@ -216,20 +217,45 @@ def evaluate_run(run_dir: str | Path, ks: list[int] | None = None, part: str = "
     item-kNN tuned on validation: see retrieval/baseline_split.py), for all, warm and cold targets, the new-arrivals shelf and cold exposure, written to metrics.json and a bar plot.
     `part="valid"` measures the validation part instead, into metrics_valid.json (no plot): what settings
     are chosen on, so that the test part is looked at once. `progress` shows the embedding and ranking bars.
-    Under torchrun the processes embed the evaluated users together, and process 0 measures and writes
-    (the others return {}): tandemrec/job_group.py.
+    Under torchrun the processes load the model with its tables sharded over them and embed the evaluated
+    users together; process 0 ranks them and the references while the others wait, then all measure the
+    behaviour head and product search together (their users and queries go through the shards), and
+    process 0 writes (the others return {}): tandemrec/job_group.py.
 
     Cold items are all items without training events: the held-out ones and the new arrivals alike."""
     if part not in ("test", "valid"):
         raise ArgumentError(f"part must be 'test' or 'valid', got '{part}'")
-    run = Run(run_dir)
+    run = Run(run_dir, shard_tables=True)
     config, data = run.config, run.data
-    retriever = Retriever.load(run)
     queries = data.test if part == "test" else data.valid
     with job_group():
+        retriever = Retriever.load(run)
         users = retriever.embed_users(queries.users, queries.times, progress and is_writer(), "evaluated users", shared=True)
+        metrics = writer_alone(lambda: _ranking_metrics(run, retriever, queries, ks, part, users, progress))
+        if part == "valid":
+            return metrics or {}
+        if retriever.behaviour is not None:
+            split = behaviour_pairs(data, config, config.behaviour)
+            behaviour = evaluate_behaviour(retriever, split.test, split.outputs, data.test, shared=True)
+        from tandemrec.search_job import evaluate_search  # here: search_job uses this module
+
+        search = evaluate_search(retriever, data, config)
     if not is_writer():
         return {}
+    if retriever.behaviour is not None:
+        metrics["behaviour"] = behaviour
+    metrics["search"] = search
+    atomic_write_json(run.folder.metrics, metrics)
+    plot_metrics(metrics, run.folder.plots / "metrics.png")
+    return metrics
+
+
+def _ranking_metrics(
+    run: Run, retriever: Retriever, queries: EvalQueries, ks: list[int] | None, part: str, users: np.ndarray, progress: bool
+) -> dict:
+    """`evaluate_run`'s ranking metrics of the model (its `users` vectors already embedded) and of the
+    references, which need no table lookup; the validation part's are written to metrics_valid.json."""
+    config, data = run.config, run.data
     counts = data.item_frequencies()[1:]
     text = catalogue_text_features(run.model, run.content, progress=progress)
     refit = config.data.split.refit and part == "test"  # as the model was fitted for its test
@@ -240,15 +266,6 @@ def evaluate_run(run_dir: str | Path, ks: list[int] | None = None, part: str = "
     metrics["baseline_settings"] = {t.name: t.report() for t in tuned}
     if part == "valid":
         atomic_write_json(run.folder.metrics_valid, metrics)
-        return metrics
-    if retriever.behaviour is not None:
-        split = behaviour_pairs(data, config, config.behaviour)
-        metrics["behaviour"] = evaluate_behaviour(retriever, split.test, split.outputs, data.test)
-    from tandemrec.search_job import evaluate_search  # here: search_job uses this module
-
-    metrics["search"] = evaluate_search(retriever, data, config)
-    atomic_write_json(run.folder.metrics, metrics)
-    plot_metrics(metrics, run.folder.plots / "metrics.png")
     return metrics
 
 

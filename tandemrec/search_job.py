@@ -62,14 +62,15 @@ def write_search_state(run: Run) -> dict:
 
 def evaluate_search(retriever: Retriever, data: PreparedData, config: RunConfig) -> dict:
     """The `search` block of metrics.json: the test half of the metadata queries (search and both
-    references) and personalised search on test events, with the weights in use."""
+    references) and personalised search on test events, with the weights in use. Under torchrun every
+    process of the evaluate job calls this together (as `write_search_state`)."""
     if retriever.product_search is None:
         return {}
     noun = query_noun(config)
     _, test = split_queries(metadata_queries(retriever.catalogue, retriever.index.ids, noun))
     weights = retriever.product_search.weights
     block = {"weights": dataclasses.asdict(weights), **measure(retriever, test)}
-    events = personal_events(retriever, data.test, noun)
+    events = personal_events(retriever, data.test, noun, shared=True)
     if events:
         block["personalised"] = measure_personal(retriever, events, weights.personal)
     return block

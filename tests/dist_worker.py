@@ -10,6 +10,9 @@ rank 0 writes both to OUT.
 
 `exit FOLDER`: the least that holds what must be let go at exit (sharded tables with a fused optimizer,
 DDP, a DCP checkpoint, gloo): shard a small model, train a step, checkpoint, shut down.
+
+`fail`: rank 0 fails while rank 1 waits for it in a collective (as for a sharding plan), both shutting
+the group down on their way out.
 """
 from __future__ import annotations
 
@@ -65,7 +68,7 @@ def step(dataset: str, out: str, sharding: str, history_encoder: str = "mean") -
     before = dense_state_dict(dmp)
     dmp.train()
     batch = np.random.default_rng(0).permutation(len(trainer.train))[:GLOBAL_BATCH]
-    loss = trainer.batch_loss(dmp, env, batch, 1, 0)
+    loss = trainer.step_loss(dmp, env, trainer.inputs.build(batch, 1, 0, env.rank, env.world_size))
     loss.backward()
     grads = {_plain(name): p.grad.detach().clone() for name, p in dmp.named_parameters() if p.grad is not None}
     after = dense_state_dict(dmp)
@@ -132,6 +135,16 @@ def exit_cleanly(folder: str) -> None:
     distributed.shutdown(env)
 
 
+def fail_on_rank_0() -> None:
+    env = distributed.init("cpu")
+    try:
+        if env.rank == 0:
+            raise RuntimeError("rank 0 failed on purpose")
+        dist.broadcast_object_list([None], src=0)
+    finally:
+        distributed.shutdown(env)
+
+
 class _Small(torch.nn.Module):
     def __init__(self, ebc: torch.nn.Module, head: torch.nn.Module) -> None:
         super().__init__()
@@ -161,4 +174,4 @@ def _plain(name: str) -> str:
 
 if __name__ == "__main__":
     mode, *args = sys.argv[1:]
-    {"step": step, "embed": embed_users, "exit": exit_cleanly}[mode](*args)
+    {"step": step, "embed": embed_users, "exit": exit_cleanly, "fail": fail_on_rank_0}[mode](*args)

@@ -164,13 +164,15 @@ def _kill_tree(root: int) -> None:
 
 
 def test_run_killed_mid_epoch_resumes_to_the_same_result_on_two_or_one_processes(tmp_path: Path) -> None:
-    # A warm-up and cosine schedule and mixed negatives, so that the resumed run must continue both.
+    # A warm-up and cosine schedule and mixed negatives, so that the resumed run must continue both; a
+    # loader worker per process building the steps ahead, killed with them and restarted mid-epoch.
     settings = (
         "train.epochs=2",
         "train.checkpoint_every=8",
         "train.lr_schedule=cosine",
         "train.warmup_steps=5",
         "train.mixed_negatives=16",
+        "train.loader_workers=1",
     )
     reference = tmp_path / "reference"
     run_ok(train_command(2, reference, *settings))
@@ -214,3 +216,11 @@ def test_twenty_two_process_runs_all_exit_cleanly(tmp_path: Path) -> None:
         if done.returncode != 0:
             failures.append(f"run {attempt}: exit {done.returncode}: {done.stderr[-1500:]}")
     assert not failures, "\n".join(failures)
+
+
+def test_a_process_that_fails_while_the_other_waits_in_a_collective_ends_the_job_instead_of_hanging() -> None:
+    """Shutting the group down on the way out of an error does not wait for the other process, which
+    may be inside another collective: the failed one exits with its error and torchrun stops the other."""
+    done = subprocess.run(torchrun(2, str(WORKER), "fail"), capture_output=True, text=True, env=ENV, timeout=120)
+    assert done.returncode != 0
+    assert "rank 0 failed on purpose" in done.stderr

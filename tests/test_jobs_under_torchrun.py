@@ -35,6 +35,14 @@ def _jobs(n: int, run: Path) -> str:
     return "".join(printed)
 
 
+def _leaves(tree: dict, prefix: str = "") -> dict:
+    """A nested metrics dict as {"a/b/c": leaf}."""
+    out = {}
+    for key, value in tree.items():
+        out.update(_leaves(value, f"{prefix}{key}/") if isinstance(value, dict) else {f"{prefix}{key}": value})
+    return out
+
+
 def _without_times(manifest: dict) -> dict:
     return {key: {k: v for k, v in entry.items() if k != "created"} for key, entry in manifest.items()}
 
@@ -105,22 +113,24 @@ def test_an_export_in_shards_deals_the_users_out_and_writes_the_files_of_one_pro
             assert ids == ids2 and np.array_equal(vectors, vectors2)
 
 
-def test_index_and_export_on_two_processes_with_row_wise_tables_hold_half_of_each_and_write_the_same_vectors(
+def test_index_export_and_evaluate_on_two_processes_with_row_wise_tables_hold_half_of_each_and_match_one(
     trained_run: Path, tmp_path: Path
 ) -> None:
     """The processes load the model with its tables sharded as the run's `train.sharding` says (row-wise
-    here): each reads and holds only its rows of the user table, and the vectors are a whole model's."""
+    here): each reads and holds only its rows of the user table, and the vectors and metrics are a whole
+    model's."""
     from tandemrec.run import Run
     from tandemrec.run_embeddings import embed_run
 
     run = tmp_path / "run"
     shutil.copytree(trained_run, run)
-    for made in ("index", "embeddings", "search"):
-        shutil.rmtree(run / made, ignore_errors=True)
+    for made in ("index", "embeddings", "search", "metrics.json"):
+        target = run / made
+        shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
     config = json.loads((run / "config.json").read_text())
     config["train"]["sharding"] = "row_wise"
     (run / "config.json").write_text(json.dumps(config))
-    for verb in (["index"], ["export", "--format", "npy", "--shard-rows", "64"]):
+    for verb in (["index"], ["export", "--format", "npy", "--shard-rows", "64"], ["evaluate"]):
         command = [
             sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m",
             "tandemrec.cli", *verb, str(run),
@@ -138,3 +148,12 @@ def test_index_and_export_on_two_processes_with_row_wise_tables_hold_half_of_eac
     index = ItemIndex.load(run / "index")
     assert np.allclose(index.vectors(np.arange(len(index))), whole.items, atol=1e-6)
     assert json.loads((run / "search" / "weights.json").read_text())["validation"]["queries"] > 0
+    sharded = json.loads((run / "metrics.json").read_text())
+    command = [sys.executable, "-m", "tandemrec.cli", "evaluate", str(run)]  # alone: the whole model, as many threads
+    assert subprocess.run(command, capture_output=True, timeout=600, env=ENV).returncode == 0
+    alone = json.loads((run / "metrics.json").read_text())
+    assert {"behaviour", "search", "baseline_settings"} <= sharded.keys()
+    flat, whole = _leaves(sharded), _leaves(alone)
+    assert flat.keys() == whole.keys()
+    for key, value in flat.items():
+        assert value == (pytest.approx(whole[key], abs=1e-6) if isinstance(value, float) else whole[key]), key

@@ -9,6 +9,7 @@ import gc
 import math
 import os
 import resource
+import sys
 from dataclasses import dataclass
 
 import torch
@@ -87,10 +88,15 @@ def init(device_name: str = "auto", threads: int = 0) -> Env:
 
 def shutdown(env: Env) -> None:
     """Free what holds communicators before destroying the group: a group destroyed under live DMP
-    modules or fbgemm kernels sometimes aborts the process at exit (see STACK.md)."""
+    modules or fbgemm kernels sometimes aborts the process at exit (see STACK.md).
+
+    Called from a `finally`, on the way out of an error (`sys.exc_info()` then names it) a process does
+    not wait for the others: they may be inside another collective, which would never end, and both would
+    hang. It leaves, and torchrun stops the others when it sees one process fail."""
     gc.collect()
     if env.owns_group and dist.is_initialized():
-        dist.barrier()
+        if sys.exc_info()[0] is None:
+            dist.barrier()
         dist.destroy_process_group()
 
 

@@ -30,10 +30,11 @@ from tandemrec.training.table_init import TableInit
 from tandemrec.training.config import TrainConfig
 from tandemrec.training.dense_optimizer import dense_adamw, schedule
 from tandemrec.training.frozen_features import cache_frozen_backbones
-from tandemrec.training.global_batch import gather_with_grad, rank_slice, total
-from tandemrec.training.loss import InBatchSoftmax, domain_weights
+from tandemrec.training.global_batch import gather_with_grad, total
+from tandemrec.training.loss import InBatchSoftmax
 from tandemrec.training.new_items import NewItemPlacement, fit_new_item_placement
-from tandemrec.training.negatives import HardNegativeMiner, candidate_log_q, mixed_negatives
+from tandemrec.training.negatives import HardNegativeMiner, candidate_log_q
+from tandemrec.training.step_inputs import EpochSteps, StepInputBuilder, StepInputs, step_loader
 from tandemrec.training.validation import user_recall_at_k
 
 log = logging.getLogger(__name__)
@@ -106,6 +107,9 @@ class Trainer:
             log_q = candidate_log_q(data.item_frequencies(), self.mixed_pool, config.batch_size, config.mixed_negatives)
             self.log_q = torch.from_numpy(config.logq_weight * log_q).float()
         self.miner = HardNegativeMiner(len(data.vocabs.users), config.hard_negative_depth) if config.hard_negatives else None
+        self.inputs = StepInputBuilder(
+            config, self.train, self.source, self.target, data.features, content, self.mixed_pool, self.miner
+        )
 
     def fit(self) -> TrainResult:
         env = distributed.init(self.config.device, self.config.cpu_threads)
@@ -136,8 +140,8 @@ class Trainer:
         for epoch in range(state.epoch, cfg.epochs + 1):
             first = state.step if epoch == state.epoch else 0
             loss_sum = state.loss_sum if epoch == state.epoch else 0.0
-            loss_sum, speed = self._train_epoch(loop, epoch, first, loss_sum, state.stale, result)
-            state = self._end_epoch(loop, epoch, loss_sum / loop.steps, speed, state.stale, result, start)
+            loss_sum, timing = self._train_epoch(loop, epoch, first, loss_sum, state.stale, result)
+            state = self._end_epoch(loop, epoch, loss_sum / loop.steps, timing, state.stale, result, start)
             if state.stale >= cfg.patience:
                 break
         result.placement = self._save_best(dmp, result.best_epoch, result.epochs_run, env.device)
@@ -159,15 +163,19 @@ class Trainer:
 
     def _train_epoch(
         self, loop: _Loop, epoch: int, first: int, loss_sum: float, stale: int, result: TrainResult
-    ) -> tuple[float, float | None]:
-        """Steps `first`.. of an epoch (checkpointing every `checkpoint_every`); the loss sum and samples/s.
+    ) -> tuple[float, dict[str, float | None]]:
+        """Steps `first`.. of an epoch (checkpointing every `checkpoint_every`); the loss sum, samples/s (the
+        global batches' examples over this process's seconds of training steps) and the share of those
+        seconds it waited for its steps' inputs (built them, without loader workers).
 
         `loss_sum` is the global loss of the steps before `first`; each rank sums its own parts of the later
         ones, added up over ranks only when the sum is needed (a checkpoint, the epoch's end), not every step."""
         cfg, env, steps = self.config, loop.env, loop.steps
         loop.dmp.train()
         order = np.random.default_rng([cfg.seed, epoch]).permutation(len(self.train))
-        examples, busy = 0, 0.0  # the training steps' examples and seconds, without validation and saving
+        epoch_steps = EpochSteps(self.inputs, order, epoch, first, steps, env.rank, env.world_size)
+        pending = iter(step_loader(epoch_steps, cfg.loader_workers, env.device))
+        examples, busy, waiting = 0, 0.0, 0.0  # the training steps' examples and seconds, and their waits for inputs
         local_sum = 0.0
         if env.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(env.device)
@@ -183,25 +191,38 @@ class Trainer:
             began = time.perf_counter()
             torch.manual_seed(int(np.random.SeedSequence([cfg.seed, epoch, step, env.rank]).generate_state(1)[0]))
             schedule(loop.adamw, loop.rates, (epoch - 1) * steps + step, cfg.epochs * steps, cfg)
-            batch = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
-            batch = batch[: len(batch) - len(batch) % env.world_size]  # equal slices (row-wise needs them)
+            asked = time.perf_counter()
+            inputs = next(pending).to(env.device)
+            waited = time.perf_counter() - asked
             with autocast:
-                loss = self.batch_loss(loop.dmp, env, batch, epoch, step)
+                loss = self.step_loss(loop.dmp, env, inputs)
             loss.backward()
             loop.optimizer.step()
             loop.optimizer.zero_grad()
             local_sum += loss.item()  # this rank's rows' estimate of the global loss
             bar.set_postfix(loss=f"{(loss_sum + local_sum) / (step + 1):.4f}")
             if step > first:  # the first step of a process pays one-off set-up (kernels, buffers)
-                examples, busy = examples + len(batch), busy + time.perf_counter() - began
+                examples, busy = examples + sum(inputs.sizes), busy + time.perf_counter() - began
+                waiting += waited
             done = step + 1
             if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < steps:
                 so_far = loss_sum + total(local_sum, env.device) / env.world_size
                 self._checkpoint(loop, TrainState(epoch, done, so_far, result.best_epoch, result.best_recall, stale, result.history))
-        return loss_sum + total(local_sum, env.device) / env.world_size, (round(examples / busy, 1) if busy else None)
+        timing = {
+            "samples_per_second": round(examples / busy, 1) if busy else None,
+            "input_wait_share": round(waiting / busy, 3) if busy else None,
+        }
+        return loss_sum + total(local_sum, env.device) / env.world_size, timing
 
     def _end_epoch(
-        self, loop: _Loop, epoch: int, loss: float, speed: float | None, stale: int, result: TrainResult, start: float
+        self,
+        loop: _Loop,
+        epoch: int,
+        loss: float,
+        timing: dict[str, float | None],
+        stale: int,
+        result: TrainResult,
+        start: float,
     ) -> TrainState:
         """Validate, log, keep the best model, re-mine hard negatives and checkpoint; the state to go on from."""
         env = loop.env
@@ -211,7 +232,7 @@ class Trainer:
             "train_loss": loss,
             f"valid_recall@{self.config.eval_k}": recall,
             "temperature": self.model.temperature.item(),
-            "samples_per_second": speed,
+            **timing,
             "seconds": round(time.perf_counter() - start, 2),
             "peak_host_memory_gib": round(distributed.peak_host_memory(env.device) / 2**30, 2),
         }
@@ -237,44 +258,23 @@ class Trainer:
         position = (state.epoch - 1) * loop.steps + state.step
         self.checkpoints.save(state, loop.dmp, loop.optimizer, {"step": position}, self._extra_state())
 
-    def batch_loss(
-        self, dmp: DistributedModelParallel, env: distributed.Env, batch: np.ndarray, epoch: int, step: int
-    ) -> torch.Tensor:
-        """This rank's part of the loss of the global batch `batch` (training example indices): its rows
+    def step_loss(self, dmp: DistributedModelParallel, env: distributed.Env, inputs: StepInputs) -> torch.Tensor:
+        """This process's part of the loss of a step's global batch (`inputs`: its StepInputs): its rows
         against the gathered global batch and any extra negatives, times the world size.
 
         DDP (dense parameters) and TorchRec (tables) average gradients over ranks; with each rank's part
         scaled by the world size, that average is the gradient one process computes on the whole global
         batch, and the mean of the parts over ranks is its loss."""
-        cfg, train, source, target, log_q, miner = self.config, self.train, self.source, self.target, self.log_q, self.miner
-        rows, offset, sizes = rank_slice(batch, env.rank, env.world_size)
-        extra = [mixed_negatives(self.mixed_pool, cfg.mixed_negatives, np.random.default_rng([cfg.seed, epoch, step]))]
-        if miner is not None:
-            rng = np.random.default_rng([cfg.seed, epoch, step, env.rank, 1])
-            extra.append(miner.draw(train.users[rows], train.items[rows], cfg.hard_negatives, rng))
-        extra_ids = np.concatenate(extra)
-        # The rows' items, the extra negatives, then (with the content loss) the rows' items again, ids hidden.
-        content_rows = train.items[rows] if cfg.content_loss_weight > 0 else train.items[:0]
-        item_rows = np.concatenate([train.items[rows], extra_ids, content_rows])
-        content_only = torch.arange(len(item_rows)) >= len(item_rows) - len(content_rows)
-        users = self.data.features.batch(train.users[rows], train.times[rows]).to(env.device)
-        items = self.content.batch(torch.from_numpy(item_rows - 1), content_only).to(env.device)
-        user_vec, item_vec = dmp(users, items)
-        n = len(rows) + len(extra_ids)
-        candidates = torch.cat([gather_with_grad(item_vec[: len(rows)].float(), sizes), item_vec[len(rows) : n].float()])
-        ids = torch.from_numpy(np.concatenate([train.items[batch], extra_ids])).to(env.device)
-        if target is not None:
-            totals = (float(source[batch].sum()), float(target[batch].sum()))
-            weights = domain_weights(torch.from_numpy(source[rows]), torch.from_numpy(target[rows]), cfg.target_weight, totals)
-        else:
-            weights = torch.full((len(rows),), 1.0 / len(batch))
-        weights = weights.to(env.device)
+        cfg, rows, log_q = self.config, inputs.rows, self.log_q
+        user_vec, item_vec = dmp(inputs.users, inputs.items)
+        n = len(inputs.items) - inputs.content_rows
+        candidates = torch.cat([gather_with_grad(item_vec[:rows].float(), inputs.sizes), item_vec[rows:n].float()])
         log_q = None if log_q is None else log_q.to(env.device)
-        temperature = self.model.temperature
+        ids, weights, offset, temperature = inputs.ids, inputs.weights, inputs.offset, self.model.temperature
         loss = self.loss_fn(user_vec.float(), candidates, ids, temperature, None if log_q is None else log_q[ids], weights, offset)
-        if len(content_rows):
-            content = gather_with_grad(item_vec[n:].float(), sizes)
-            content_ids = ids[: len(batch)]
+        if inputs.content_rows:
+            content = gather_with_grad(item_vec[n:].float(), inputs.sizes)
+            content_ids = ids[: sum(inputs.sizes)]
             content_q = None if log_q is None else log_q[content_ids]
             loss = loss + cfg.content_loss_weight * self.loss_fn(
                 user_vec.float(), content, content_ids, temperature, content_q, weights, offset
