@@ -1,6 +1,7 @@
 """The batch types that cross from data/ into the towers: the only thing towers/ knows of data/."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
 
 import torch
@@ -28,8 +29,12 @@ class UserBatch:
 
     features: KeyedJaggedTensor
 
-    def to(self, device: torch.device) -> "UserBatch":
-        return UserBatch(self.features.to(device))
+    def to(self, device: torch.device, non_blocking: bool = False) -> "UserBatch":
+        return UserBatch(self.features.to(device, non_blocking=non_blocking))
+
+    def pin_memory(self) -> "UserBatch":
+        """In page-locked memory, for an asynchronous copy to a GPU."""
+        return UserBatch(self.features.pin_memory())
 
     def __len__(self) -> int:
         return self.features.stride()
@@ -49,13 +54,17 @@ class ItemBatch:
     text_hidden: torch.Tensor | None = None  # (B, L, H) cached token states of a text backbone's frozen bottom
     image_features: torch.Tensor | None = None  # (B, D) cached outputs of a frozen image backbone
 
-    def to(self, device: torch.device) -> "ItemBatch":
-        moved = {
-            f.name: getattr(self, f.name).to(device)
-            for f in fields(self)
-            if getattr(self, f.name) is not None
-        }
-        return replace(self, **moved)
+    def to(self, device: torch.device, non_blocking: bool = False) -> "ItemBatch":
+        return self._map(lambda t: t.to(device, non_blocking=non_blocking))
+
+    def pin_memory(self) -> "ItemBatch":
+        """In page-locked memory, for an asynchronous copy to a GPU."""
+        return self._map(lambda t: t.pin_memory())
+
+    def _map(self, move: Callable) -> "ItemBatch":
+        """`move` applied to every part present."""
+        present = {f.name: getattr(self, f.name) for f in fields(self)}
+        return replace(self, **{name: move(t) for name, t in present.items() if t is not None})
 
     def __len__(self) -> int:
         return self.ids.stride()

@@ -41,18 +41,20 @@ class StepInputs:
 
     def pin_memory(self) -> StepInputs:
         """In page-locked memory, for an asynchronous copy to the GPU (DataLoader's pin_memory calls this)."""
-        return self._map(lambda t: t.pin_memory())
+        return dataclasses.replace(
+            self, users=self.users.pin_memory(), items=self.items.pin_memory(), ids=self.ids.pin_memory(),
+            weights=self.weights.pin_memory(),
+        )
 
     def to(self, device: torch.device) -> StepInputs:
+        """On `device`; copied asynchronously to a GPU (from pinned memory, the copy overlaps the host's work)."""
         non_blocking = device.type == "cuda"
-        return self._map(lambda t: t.to(device, non_blocking=non_blocking))
-
-    def _map(self, move) -> StepInputs:
-        items = {f.name: getattr(self.items, f.name) for f in dataclasses.fields(self.items)}
-        items = {name: None if t is None else move(t) for name, t in items.items()}
         return dataclasses.replace(
-            self, users=UserBatch(move(self.users.features)), items=ItemBatch(**items), ids=move(self.ids),
-            weights=move(self.weights),
+            self,
+            users=self.users.to(device, non_blocking),
+            items=self.items.to(device, non_blocking),
+            ids=self.ids.to(device, non_blocking=non_blocking),
+            weights=self.weights.to(device, non_blocking=non_blocking),
         )
 
 
