@@ -156,7 +156,7 @@ def sized(config: RunConfig, vocabs: Vocabularies) -> RunConfig:
 # Settings that may change between a checkpoint and its resumption: how long, where and how often.
 RESUMABLE_CHANGES = (
     "epochs", "patience", "device", "sharding", "table_sharding", "checkpoint_every", "keep_checkpoints",
-    "encode_batch_size", "init_from", "cpu_threads", "max_memory_per_process", "loader_workers",
+    "encode_batch_size", "init_from", "cpu_threads", "max_memory_per_process", "loader_workers", "prefetch_table_inputs",
 )
 
 

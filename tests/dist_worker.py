@@ -1,9 +1,9 @@
 """Run by tests/test_distributed.py under torchrun (or alone, as one process).
 
-`step DATASET OUT SHARDING [HISTORY_ENCODER]`: one training step of the tiny model on a fixed global batch of 64 examples,
+`step DATASET OUT SHARDING [HISTORY_ENCODER [prefetch]]`: one training step of the tiny model on a fixed global batch of 64 examples,
 with fused SGD (lr 1) on the tables so that their update is minus their gradient; rank 0 writes the
 global loss, the dense gradients and the table updates to OUT (safetensors) for comparison across
-process counts.
+process counts. With `prefetch`, the step's table inputs are sent to their shards before its forward.
 
 `embed DATASET OUT`: every user's vector from a row-wise sharded tower, by `embed(..., shared=True)` and by `embed`;
 rank 0 writes both to OUT.
@@ -30,9 +30,9 @@ from tandemrec.training import distributed
 GLOBAL_BATCH = 64
 
 
-def step(dataset: str, out: str, sharding: str, history_encoder: str = "mean") -> None:
-    from safetensors.torch import save_file
-
+def step_setup(dataset: str, folder: Path, sharding: str, history_encoder: str = "mean"):
+    """The tiny model sharded over this process group with fused SGD (lr 1) on its tables, its trainer and
+    a fixed global batch of 64 example rows: (env, trainer, dmp, batch)."""
     sys.path.insert(0, str(Path(__file__).parent))
     from conftest import tiny_config
 
@@ -43,7 +43,6 @@ def step(dataset: str, out: str, sharding: str, history_encoder: str = "mean") -
     from tandemrec.run import item_content
     from tandemrec.towers.text_encoder import load_tokenizer
     from tandemrec.towers.two_tower import TwoTower
-    from tandemrec.training.global_batch import total
     from tandemrec.training.table_init import TableInit
     from tandemrec.training.trainer import Trainer
 
@@ -63,12 +62,25 @@ def step(dataset: str, out: str, sharding: str, history_encoder: str = "mean") -
     model = TwoTower(config.model, device=torch.device("meta"))  # as training builds it: tables as shards only
     tokenizer = load_tokenizer(config.model.item.text.name_or_path)
     content = item_content(model, data, tokenizer)
-    trainer = Trainer(model, data, content, config.train, RunFolder(Path(out).parent / f"run-{env.rank}"), progress=False)
+    trainer = Trainer(model, data, content, config.train, RunFolder(folder / f"run-{env.rank}"), progress=False)
     dmp, _ = distributed.shard(model, env, 1.0, sharding, {}, "sgd", TableInit(seed=0))
+    batch = np.random.default_rng(0).permutation(len(trainer.train))[:GLOBAL_BATCH]
+    return env, trainer, dmp, batch
+
+
+def step(dataset: str, out: str, sharding: str, history_encoder: str = "mean", prefetch: str = "off") -> None:
+    from safetensors.torch import save_file
+
+    from tandemrec.training.global_batch import total
+    from tandemrec.training.sparse_prefetch import SparseInputPrefetch
+
+    env, trainer, dmp, batch = step_setup(dataset, Path(out).parent, sharding, history_encoder)
     before = dense_state_dict(dmp)
     dmp.train()
-    batch = np.random.default_rng(0).permutation(len(trainer.train))[:GLOBAL_BATCH]
-    loss = trainer.step_loss(dmp, env, trainer.inputs.build(batch, 1, 0, env.rank, env.world_size))
+    inputs = trainer.inputs.build(batch, 1, 0, env.rank, env.world_size)
+    if prefetch == "prefetch":  # the table inputs sent ahead, as the training loop sends the next step's
+        SparseInputPrefetch(dmp, env.device).start(inputs)
+    loss = trainer.step_loss(dmp, env, inputs)
     loss.backward()
     grads = {_plain(name): p.grad.detach().clone() for name, p in dmp.named_parameters() if p.grad is not None}
     after = dense_state_dict(dmp)

@@ -99,14 +99,15 @@ def test_a_table_over_one_process_memory_trains_on_two_and_is_refused_on_one_or_
 
 
 @pytest.mark.parametrize(
-    "sharding, history_encoder", [("table_wise", "mean"), ("row_wise", "mean"), ("row_wise", "attention")]
+    "sharding, history_encoder, prefetch",
+    [("table_wise", "mean", "off"), ("row_wise", "mean", "off"), ("row_wise", "attention", "off"), ("table_wise", "mean", "prefetch")],
 )
 def test_global_batch_on_two_processes_gives_one_process_loss_and_gradients(
-    tmp_path: Path, tiny_dataset: Path, sharding: str, history_encoder: str
+    tmp_path: Path, tiny_dataset: Path, sharding: str, history_encoder: str, prefetch: str
 ) -> None:
     one, two = tmp_path / "one.safetensors", tmp_path / "two.safetensors"
     run_ok([sys.executable, str(WORKER), "step", str(tiny_dataset), str(one), "table_wise", history_encoder])
-    run_ok(torchrun(2, str(WORKER), "step", str(tiny_dataset), str(two), sharding, history_encoder))
+    run_ok(torchrun(2, str(WORKER), "step", str(tiny_dataset), str(two), sharding, history_encoder, prefetch))
     a, b = load_file(one), load_file(two)
     assert set(a) == set(b)
     nonzero = [k for k in a if a[k].abs().max() > 1e-6]  # else the comparison would prove nothing
@@ -165,7 +166,8 @@ def _kill_tree(root: int) -> None:
 
 def test_run_killed_mid_epoch_resumes_to_the_same_result_on_two_or_one_processes(tmp_path: Path) -> None:
     # A warm-up and cosine schedule and mixed negatives, so that the resumed run must continue both; a
-    # loader worker per process building the steps ahead, killed with them and restarted mid-epoch.
+    # loader worker per process building the steps ahead, killed with them and restarted mid-epoch; the
+    # next step's table inputs sent ahead, in flight at every checkpoint.
     settings = (
         "train.epochs=2",
         "train.checkpoint_every=8",
@@ -173,6 +175,7 @@ def test_run_killed_mid_epoch_resumes_to_the_same_result_on_two_or_one_processes
         "train.warmup_steps=5",
         "train.mixed_negatives=16",
         "train.loader_workers=1",
+        "train.prefetch_table_inputs=true",
     )
     reference = tmp_path / "reference"
     run_ok(train_command(2, reference, *settings))

@@ -70,6 +70,10 @@ class TrainConfig:
     # item content, negatives) while the model computes; 0: each step builds its own, which was faster on
     # CPU: a worker's inputs took 1.7x as long to hand over as to build (training/step_inputs.py).
     loader_workers: int = setting(0, ge=0)
+    # Send the next step's table inputs to their shards while this step computes (TorchRec's input
+    # all-to-alls, overlapped as its TrainPipelineSparseDist does; training/sparse_prefetch.py). Off: on
+    # CPU it changed samples/s by no more than the noise, and its CUDA stream has not run on a GPU yet.
+    prefetch_table_inputs: bool = False
     encode_batch_size: int = setting(256, ge=1)
     # Frozen backbones run once over the catalogue and their outputs are reused; off, they run every step.
     cache_frozen_backbones: bool = True

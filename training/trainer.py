@@ -7,7 +7,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -34,6 +34,7 @@ from tandemrec.training.global_batch import gather_with_grad, total
 from tandemrec.training.loss import InBatchSoftmax
 from tandemrec.training.new_items import NewItemPlacement, fit_new_item_placement
 from tandemrec.training.negatives import HardNegativeMiner, candidate_log_q
+from tandemrec.training.sparse_prefetch import SparseInputPrefetch
 from tandemrec.training.step_inputs import EpochSteps, StepInputBuilder, StepInputs, step_loader
 from tandemrec.training.validation import user_recall_at_k
 
@@ -50,6 +51,7 @@ class _Loop:
     adamw: KeyedOptimizerWrapper
     rates: list[float]  # AdamW's groups' base learning rates, which the schedule scales
     steps: int  # per epoch
+    prefetch: SparseInputPrefetch | None  # sends the next step's table inputs while a step computes
 
 
 @dataclass
@@ -132,7 +134,8 @@ class Trainer:
         self._record_plan(plan, dmp, env)
         adamw, rates = dense_adamw(dmp, self.model, self.config)
         optimizer = CombinedOptimizer([dmp.fused_optimizer, adamw])
-        loop = _Loop(env, dmp, optimizer, adamw, rates, self._steps(len(self.train), env.world_size))
+        prefetch = SparseInputPrefetch(dmp, env.device) if cfg.prefetch_table_inputs else None
+        loop = _Loop(env, dmp, optimizer, adamw, rates, self._steps(len(self.train), env.world_size), prefetch)
         state = self._resume(dmp, optimizer, adamw) if self.resume else TrainState()
         result = TrainResult(state.best_epoch, state.best_recall, len(state.history), 0.0, list(state.history))
         self._write_history(state.history, env)
@@ -166,7 +169,8 @@ class Trainer:
     ) -> tuple[float, dict[str, float | None]]:
         """Steps `first`.. of an epoch (checkpointing every `checkpoint_every`); the loss sum, samples/s (the
         global batches' examples over this process's seconds of training steps) and the share of those
-        seconds it waited for its steps' inputs (built them, without loader workers).
+        seconds it waited for its steps' inputs (built them, without loader workers; started sending their
+        table inputs, with the prefetch).
 
         `loss_sum` is the global loss of the steps before `first`; each rank sums its own parts of the later
         ones, added up over ranks only when the sum is needed (a checkpoint, the epoch's end), not every step."""
@@ -175,6 +179,7 @@ class Trainer:
         order = np.random.default_rng([cfg.seed, epoch]).permutation(len(self.train))
         epoch_steps = EpochSteps(self.inputs, order, epoch, first, steps, env.rank, env.world_size)
         pending = iter(step_loader(epoch_steps, cfg.loader_workers, env.device))
+        upcoming = self._next_inputs(pending, loop)
         examples, busy, waiting = 0, 0.0, 0.0  # the training steps' examples and seconds, and their waits for inputs
         local_sum = 0.0
         if env.device.type == "cuda":
@@ -192,10 +197,12 @@ class Trainer:
             torch.manual_seed(int(np.random.SeedSequence([cfg.seed, epoch, step, env.rank]).generate_state(1)[0]))
             schedule(loop.adamw, loop.rates, (epoch - 1) * steps + step, cfg.epochs * steps, cfg)
             asked = time.perf_counter()
-            inputs = next(pending).to(env.device)
+            inputs, upcoming = upcoming, self._next_inputs(pending, loop)
             waited = time.perf_counter() - asked
             with autocast:
                 loss = self.step_loss(loop.dmp, env, inputs)
+            if loop.prefetch is not None:
+                loop.prefetch.advance()
             loss.backward()
             loop.optimizer.step()
             loop.optimizer.zero_grad()
@@ -280,6 +287,18 @@ class Trainer:
                 user_vec.float(), content, content_ids, temperature, content_q, weights, offset
             )
         return loss * env.world_size
+
+    @staticmethod
+    def _next_inputs(pending: Iterator[StepInputs], loop: _Loop) -> StepInputs | None:
+        """The next step's inputs on the device, their table inputs on their way to the shards; None after
+        the epoch's last step."""
+        inputs = next(pending, None)
+        if inputs is None:
+            return None
+        inputs = inputs.to(loop.env.device)
+        if loop.prefetch is not None:
+            loop.prefetch.start(inputs)
+        return inputs
 
     def _steps(self, n: int, world_size: int) -> int:
         """Steps per epoch. The last global batch is cut to a multiple of the process count, and left out
