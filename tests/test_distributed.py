@@ -100,7 +100,7 @@ def test_a_table_over_one_process_memory_trains_on_two_and_is_refused_on_one_or_
 
 @pytest.mark.parametrize(
     "sharding, history_encoder, prefetch",
-    [("table_wise", "mean", "off"), ("row_wise", "mean", "off"), ("row_wise", "attention", "off"), ("table_wise", "mean", "prefetch")],
+    [("table_wise", "mean", "off"), ("row_wise", "mean", "off"), ("row_wise", "attention", "prefetch")],
 )
 def test_global_batch_on_two_processes_gives_one_process_loss_and_gradients(
     tmp_path: Path, tiny_dataset: Path, sharding: str, history_encoder: str, prefetch: str
