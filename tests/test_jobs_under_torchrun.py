@@ -21,18 +21,18 @@ pytestmark = [pytest.mark.slow, pytest.mark.distributed]  # torchrun subprocesse
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
 
 
+def _torchrun(n: int, *argv: str) -> subprocess.CompletedProcess:
+    """`tandemrec ARGV` launched by torchrun on n processes; it must succeed."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}"]
+    done = subprocess.run([*command, "-m", "tandemrec.cli", *argv], capture_output=True, text=True, timeout=600, env=ENV)
+    assert done.returncode == 0, f"{argv} on {n}: exit {done.returncode}:\n{done.stderr[-3000:]}"
+    return done
+
+
 def _jobs(n: int, run: Path) -> str:
     """index, export (Parquet and .npy) and evaluate of `run` on n processes; the output of process 0."""
-    printed = []
-    for verb in (["index"], ["export", "--format", "parquet,npy"], ["evaluate"]):
-        command = [
-            sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}",
-            "-m", "tandemrec.cli", *verb, str(run),
-        ]
-        done = subprocess.run(command, capture_output=True, text=True, timeout=600, env=ENV)
-        assert done.returncode == 0, f"{verb} on {n}: exit {done.returncode}:\n{done.stderr[-3000:]}"
-        printed.append(done.stdout)
-    return "".join(printed)
+    verbs = (["index"], ["export", "--format", "parquet,npy"], ["evaluate"])
+    return "".join(_torchrun(n, *verb, str(run)).stdout for verb in verbs)
 
 
 def _leaves(tree: dict, prefix: str = "") -> dict:
@@ -84,13 +84,7 @@ def test_an_export_in_shards_deals_the_users_out_and_writes_the_files_of_one_pro
         runs[n] = tmp_path / f"run{n}"
         shutil.copytree(trained_run, runs[n])
         shutil.rmtree(runs[n] / "embeddings", ignore_errors=True)
-        command = [
-            sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}", "-m",
-            "tandemrec.cli", "export", str(runs[n]), "--format", ",".join(FORMATS), "--shard-rows", "64",
-        ]
-        done = subprocess.run(command, capture_output=True, text=True, timeout=600, env=ENV)
-        assert done.returncode == 0, f"export on {n}: exit {done.returncode}:\n{done.stderr[-3000:]}"
-        logged[n] = done.stderr
+        logged[n] = _torchrun(n, "export", str(runs[n]), "--format", ",".join(FORMATS), "--shard-rows", "64").stderr
     # 300 users in shards of 64: five, dealt 0, 2, 4 to process 0 and 1, 3 to process 1.
     assert "process 0 of 2 embeds and writes shards [0, 2, 4] of 5 (172 of 300 rows)" in logged[2]
     assert "process 1 of 2 embeds and writes shards [1, 3] of 5 (128 of 300 rows)" in logged[2]
@@ -131,12 +125,7 @@ def test_index_export_and_evaluate_on_two_processes_with_row_wise_tables_hold_ha
     config["train"]["sharding"] = "row_wise"
     (run / "config.json").write_text(json.dumps(config))
     for verb in (["index"], ["export", "--format", "npy", "--shard-rows", "64"], ["evaluate"]):
-        command = [
-            sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m",
-            "tandemrec.cli", *verb, str(run),
-        ]
-        done = subprocess.run(command, capture_output=True, text=True, timeout=600, env=ENV)
-        assert done.returncode == 0, f"{verb}: exit {done.returncode}:\n{done.stderr[-3000:]}"
+        done = _torchrun(2, *verb, str(run))
         held = dict(re.findall(r"process (\d) of 2 holds user_id rows (\d+-\d+) of 301", done.stderr))
         assert sorted(held.items()) == [("0", "0-151"), ("1", "151-301")], f"{verb}: {done.stderr[-3000:]}"
 
@@ -149,7 +138,7 @@ def test_index_export_and_evaluate_on_two_processes_with_row_wise_tables_hold_ha
     assert np.allclose(index.vectors(np.arange(len(index))), whole.items, atol=1e-6)
     assert json.loads((run / "search" / "weights.json").read_text())["validation"]["queries"] > 0
     sharded = json.loads((run / "metrics.json").read_text())
-    command = [sys.executable, "-m", "tandemrec.cli", "evaluate", str(run)]  # alone: the whole model, as many threads
+    command = [sys.executable, "-m", "tandemrec.cli", "evaluate", str(run)]  # alone: the whole model, one thread as each above
     assert subprocess.run(command, capture_output=True, timeout=600, env=ENV).returncode == 0
     alone = json.loads((run / "metrics.json").read_text())
     assert {"behaviour", "search", "baseline_settings"} <= sharded.keys()

@@ -31,20 +31,19 @@ class SparseInputPrefetch:
 
     def __init__(self, dmp: DistributedModelParallel, device: torch.device):
         model = dmp.module
-        tables = {"users": model.user_tower.ebc, "items": model.item_tower.ebc}
-        self._tables = {k: m for k, m in tables.items() if isinstance(m, ShardedEmbeddingBagCollection)}
+        inputs_of = ((model.user_tower.ebc, lambda i: i.users.features), (model.item_tower.ebc, lambda i: i.items.ids))
+        self._tables = [(m, field) for m, field in inputs_of if isinstance(m, ShardedEmbeddingBagCollection)]
         self._stream = torch.cuda.Stream(device) if device.type == "cuda" else None
         self._pending: list[_Request] = []  # this step's and the next step's, in the order started
-        for module in self._tables.values():
+        for module, _ in self._tables:
             module.forward = self._forward(module)
 
     def start(self, inputs: StepInputs) -> None:
         """Send `inputs`' table splits to the processes that hold the rows."""
         if self._stream is not None:  # the inputs were copied to the device on the current stream
             self._stream.wait_stream(torch.cuda.current_stream())
-        for name, module in self._tables.items():
-            features = inputs.users.features if name == "users" else inputs.items.ids
-            self._pending.append(_Request(module, features, self._stream))
+        for module, field in self._tables:
+            self._pending.append(_Request(module, field(inputs), self._stream))
 
     def advance(self) -> None:
         """Send the started inputs' values (their splits have arrived), to travel during the backward.
