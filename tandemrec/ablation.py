@@ -39,6 +39,7 @@ VARIANT_SETS: dict[str, list[Variant]] = {
         Variant("image_random", ["model.item.image.random_init=true"]),
         Variant("no_image", ["model.item.image=false"]),
         Variant("text_random", ["model.item.text.pretrained=false"]),
+        Variant("id_dropout", ["model.item.id_dropout=0.1"]),  # DropoutNet-style: a tenth of training items without their id
         Variant("content_only_new_items", ["train.new_item_exposure=0.0"]),  # new items left unplaced
         Variant("content_loss", ["train.content_loss_weight=3.0", "train.new_item_exposure=0.0"]),  # the previous default
     ],

@@ -47,7 +47,8 @@ def _add_demo(verbs: argparse._SubParsersAction) -> None:
         help="the whole path on an embedded default: data, train, export, index, evaluate, recommend",
         description="Reads: the embedded demo config (or --data movielens PATH). Writes: a complete run folder "
         "at --run (config.json, vocab/, dataset/, model/, embeddings/, index/, train_metrics.jsonl, "
-        "metrics.json, plots/). Prints a metrics table (tandemrec vs popularity) and example recommendations.",
+        "metrics.json, plots/). Prints a metrics table (tandemrec vs popularity, item-kNN, EASE, content-kNN and random; "
+        "warm, cold and new-arrivals rows where the split has them) and example recommendations.",
     )
     demo.add_argument("--data", nargs=2, metavar=("SOURCE", "PATH"), help="e.g. movielens ../shared/datasets/movielens-100k")
     demo.add_argument("--run", default="runs/demo", help="run folder to write (default: runs/demo)")
@@ -88,7 +89,7 @@ def _add_ablate(verbs: argparse._SubParsersAction) -> None:
     chosen = ablate.add_mutually_exclusive_group()
     chosen.add_argument(
         "--set-name", metavar="SET",
-        help="variant set: content (the default: default, image_random, no_image, text_random, content_only_new_items, content_loss) or "
+        help="variant set: content (the default: default, image_random, no_image, text_random, id_dropout, content_only_new_items, content_loss) or "
         "transfer (target_only, joint, source_stage, staged, joint_random_text, joint_no_image, joint_gated_fusion) or "
         "text (text_frozen, text_top1)",
     )

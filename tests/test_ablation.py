@@ -96,7 +96,7 @@ def test_table_with_one_seed_leaves_std_out_and_tests_nothing() -> None:
 
 def test_variant_sets_content_is_default_and_names_pick_across_sets() -> None:
     assert [v.name for v in select_variants()] == [
-        "default", "image_random", "no_image", "text_random", "content_only_new_items", "content_loss"
+        "default", "image_random", "no_image", "text_random", "id_dropout", "content_only_new_items", "content_loss"
     ]
     assert select_variants()[1].overrides == ["model.item.image.random_init=true"]
     assert select_variants("transfer") == VARIANT_SETS["transfer"]
