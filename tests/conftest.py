@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,6 +17,22 @@ from tandemrec.config import RunConfig, load_config
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 MOVIELENS_100K = SHARED / "datasets" / "movielens-100k"
+
+# Subprocesses of the torchrun tests: one thread each, as torchrun gives its processes on a shared host.
+TORCHRUN_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+
+
+def torchrun(n: int, *args: str) -> list[str]:
+    """The command that launches `args` on n processes with torchrun, as a user's `torchrun` does."""
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}", *args]
+
+
+def run_ok(command: list[str], timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run `command` in TORCHRUN_ENV; it must succeed."""
+    done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=TORCHRUN_ENV)
+    assert done.returncode == 0, f"{' '.join(command[1:])}: exit {done.returncode}:\n{done.stderr[-3000:]}"
+    return done
+
 
 TINY_OVERRIDES = [
     "data.synthetic.n_users=300",

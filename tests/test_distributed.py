@@ -16,28 +16,15 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from conftest import TINY_OVERRIDES, tiny_config
+from conftest import TINY_OVERRIDES, TORCHRUN_ENV, run_ok, tiny_config, torchrun
 from tandemrec.training.table_init import TableInit
 
 pytestmark = [pytest.mark.slow, pytest.mark.distributed]  # torchrun subprocesses
 
 WORKER = Path(__file__).parent / "dist_worker.py"
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-
-
-def torchrun(n: int, *args: str) -> list[str]:
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}", *args]
-
-
 def train_command(n: int, run: Path, *overrides: str, resume: bool = False) -> list[str]:
     sets = [arg for o in [*TINY_OVERRIDES, *overrides] for arg in ("--set", o)]
     return torchrun(n, "-m", "tandemrec.cli", "train", "demo", "--run-dir", str(run), *sets, *(["--resume"] if resume else []))
-
-
-def run_ok(command: list[str], timeout: int = 600) -> subprocess.CompletedProcess:
-    done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=ENV)
-    assert done.returncode == 0, f"exit {done.returncode}:\n{done.stderr[-3000:]}"
-    return done
 
 
 def history(run: Path) -> list[dict]:
@@ -92,7 +79,7 @@ def test_a_table_over_one_process_memory_trains_on_two_and_is_refused_on_one_or_
     for processes, users in ((1, rows), (2, 2_000_000_000)):  # refused on every rank, none left waiting
         done = subprocess.run(
             train_command(processes, tmp_path / f"refused-{processes}", f"model.sizes.users={users}", *big),
-            capture_output=True, text=True, timeout=300, env=ENV,
+            capture_output=True, text=True, timeout=300, env=TORCHRUN_ENV,
         )
         assert done.returncode != 0
         assert f"over {processes} process(es) on cpu with 0.25 GiB each" in done.stderr, done.stderr[-3000:]
@@ -182,7 +169,7 @@ def test_run_killed_mid_epoch_resumes_to_the_same_result_on_two_or_one_processes
 
     killed = tmp_path / "killed"
     job = subprocess.Popen(
-        train_command(2, killed, *settings), env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        train_command(2, killed, *settings), env=TORCHRUN_ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
     )
     mid_epoch = killed / "checkpoints" / "epoch0001-step0000016" / "meta.json"
     deadline = time.monotonic() + 300
@@ -214,7 +201,7 @@ def test_twenty_two_process_runs_all_exit_cleanly(tmp_path: Path) -> None:
     failures = []
     for attempt in range(20):
         done = subprocess.run(
-            torchrun(2, str(WORKER), "exit", str(tmp_path / str(attempt))), capture_output=True, text=True, env=ENV, timeout=300
+            torchrun(2, str(WORKER), "exit", str(tmp_path / str(attempt))), capture_output=True, text=True, env=TORCHRUN_ENV, timeout=300
         )
         if done.returncode != 0:
             failures.append(f"run {attempt}: exit {done.returncode}: {done.stderr[-1500:]}")
@@ -224,6 +211,6 @@ def test_twenty_two_process_runs_all_exit_cleanly(tmp_path: Path) -> None:
 def test_a_process_that_fails_while_the_other_waits_in_a_collective_ends_the_job_instead_of_hanging() -> None:
     """Shutting the group down on the way out of an error does not wait for the other process, which
     may be inside another collective: the failed one exits with its error and torchrun stops the other."""
-    done = subprocess.run(torchrun(2, str(WORKER), "fail"), capture_output=True, text=True, env=ENV, timeout=120)
+    done = subprocess.run(torchrun(2, str(WORKER), "fail"), capture_output=True, text=True, env=TORCHRUN_ENV, timeout=120)
     assert done.returncode != 0
     assert "rank 0 failed on purpose" in done.stderr

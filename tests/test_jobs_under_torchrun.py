@@ -3,7 +3,6 @@ and metrics are those of a single process."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -13,20 +12,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import run_ok, torchrun
 from tandemrec.retrieval.embeddings import FORMATS, read_embeddings
 from tandemrec.retrieval.index import ItemIndex
 
 pytestmark = [pytest.mark.slow, pytest.mark.distributed]  # torchrun subprocesses
 
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-
 
 def _torchrun(n: int, *argv: str) -> subprocess.CompletedProcess:
     """`tandemrec ARGV` launched by torchrun on n processes; it must succeed."""
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}"]
-    done = subprocess.run([*command, "-m", "tandemrec.cli", *argv], capture_output=True, text=True, timeout=600, env=ENV)
-    assert done.returncode == 0, f"{argv} on {n}: exit {done.returncode}:\n{done.stderr[-3000:]}"
-    return done
+    return run_ok(torchrun(n, "-m", "tandemrec.cli", *argv))
 
 
 def _jobs(n: int, run: Path) -> str:
@@ -138,8 +133,7 @@ def test_index_export_and_evaluate_on_two_processes_with_row_wise_tables_hold_ha
     assert np.allclose(index.vectors(np.arange(len(index))), whole.items, atol=1e-6)
     assert json.loads((run / "search" / "weights.json").read_text())["validation"]["queries"] > 0
     sharded = json.loads((run / "metrics.json").read_text())
-    command = [sys.executable, "-m", "tandemrec.cli", "evaluate", str(run)]  # alone: the whole model, one thread as each above
-    assert subprocess.run(command, capture_output=True, timeout=600, env=ENV).returncode == 0
+    run_ok([sys.executable, "-m", "tandemrec.cli", "evaluate", str(run)])  # alone: the whole model, one thread as each above
     alone = json.loads((run / "metrics.json").read_text())
     assert {"behaviour", "search", "baseline_settings"} <= sharded.keys()
     flat, whole = _leaves(sharded), _leaves(alone)
